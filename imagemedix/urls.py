@@ -1,0 +1,25 @@
+"""URL map. Every hospital page lives under /h/<hospital_slug>/ and every API route under
+/api/v1/h/<hospital_slug>/; tests/test_tenancy_matrix.py walks this whole tree."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+tenant_pages = [
+    path("", include("apps.studies.urls")),
+    path("", include("apps.diagnosis.urls")),
+    path("", include("apps.reports.urls")),
+    path("", include("apps.chat.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("apps.accounts.urls")),
+    path("h/<slug:hospital_slug>/", include(tenant_pages)),
+    path("api/v1/h/<slug:hospital_slug>/", include("apps.studies.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+admin.site.site_header = "ImageMedix administration"
+admin.site.site_title = "ImageMedix admin"
