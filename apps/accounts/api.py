@@ -1,0 +1,52 @@
+"""REST API plumbing shared by every app: tenant resolution after DRF authentication, and an
+exception handler that turns validation problems into a JSON 400 rather than a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .tenancy import resolve_tenant, tenant_scope
+
+
+class TenantAPIMixin:
+    """For DRF views under ``/api/v1/h/<hospital_slug>/``.
+
+    DRF authenticates (session or token) inside ``initial()``, so the tenant is resolved there,
+    after authentication and before permissions, and the hospital scope stays active until the
+    response is finalised. Non-members get 404, like a hospital that does not exist.
+    """
+
+    tenant: Any = None
+    _scope_cm: Any = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.perform_authentication(request)  # type: ignore[attr-defined]
+        if request.user and request.user.is_authenticated:
+            self.tenant = resolve_tenant(request.user, kwargs["hospital_slug"])
+            request.tenant = self.tenant  # type: ignore[attr-defined]
+            self._scope_cm = tenant_scope(self.tenant.hospital)
+            self._scope_cm.__enter__()
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            if self._scope_cm is not None:
+                self._scope_cm.__exit__(None, None, None)
+                self._scope_cm = None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    if isinstance(exc, DjangoValidationError):
+        return Response({"error": " ".join(exc.messages)}, status=400)
+    if isinstance(exc, Http404):
+        return Response({"detail": "Not found."}, status=404)
+    return drf_exception_handler(exc, context)

@@ -1,0 +1,154 @@
+"""People, hospitals (the tenants), memberships and the audit trail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.base_user import BaseUserManager
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+from django_scopes import ScopedManager
+
+
+class UserManager(BaseUserManager["User"]):
+    """Creates users identified by e-mail address (there is no username)."""
+
+    use_in_migrations = True
+
+    def _create_user(self, email: str, password: str | None, **extra: object) -> User:
+        if not email:
+            raise ValueError("An e-mail address is required.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra["is_staff"] = True
+        extra["is_superuser"] = True
+        return self._create_user(email, password, **extra)
+
+    def get_by_natural_key(self, username: str | None) -> User:
+        return self.get(**{f"{self.model.USERNAME_FIELD}__iexact": username})
+
+
+class User(AbstractUser):
+    """A person who logs in: doctor, patient, hospital admin or platform admin.
+
+    Logs in with an e-mail address. What they may do in a hospital comes from their
+    ``Membership`` rows there, never from this row alone.
+    """
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField("e-mail address", unique=True)
+    full_name = models.CharField(max_length=200, blank=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    objects = UserManager()  # type: ignore[misc]
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.full_name or self.email
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.email
+
+
+class Hospital(models.Model):
+    """A tenant. Every tenant-owned row points at one, and URLs carry its slug (/h/<slug>/)."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=60, unique=True)
+    address = models.CharField(max_length=300, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    HOSPITAL_ADMIN = "hospital_admin", "Hospital admin"
+    DOCTOR = "doctor", "Doctor"
+    PATIENT = "patient", "Patient"
+
+
+class Membership(models.Model):
+    """A user's role in one hospital. One person may hold roles in several hospitals."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hospital__name", "role"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "hospital", "role"], name="unique_membership_role"),
+        ]
+        indexes = [models.Index(fields=["hospital", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} at {self.hospital}"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Bulk ``update()`` and ``delete()`` raise too, like ``save`` and ``delete`` on one event."""
+
+    def update(self, **kwargs: object) -> int:
+        raise RuntimeError("Audit events are append-only.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise RuntimeError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """Append-only record of a state change or an access to patient data.
+
+    Written by services (``apps.accounts.audit.record``), never edited or deleted: ``save`` on an
+    existing row, ``delete``, and bulk ``update``/``delete`` through the manager all raise.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="audit_events", null=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    action = models.CharField(max_length=60, db_index=True)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = ScopedManager(_manager_class=models.Manager.from_queryset(AuditEventQuerySet), hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["hospital", "-created_at"])]
+
+    def __str__(self) -> str:
+        when = f"{self.created_at:%Y-%m-%d %H:%M}"
+        return f"{when} {self.actor or 'system'} {self.action} {self.object_type}#{self.object_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise RuntimeError("Audit events are append-only.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise RuntimeError("Audit events are append-only.")

@@ -1,0 +1,126 @@
+"""Who is acting, in which hospital, with which roles.
+
+The tenant is set once per entry point: ``TenantMiddleware`` for pages,
+``TenantAPIMixin`` (apps/accounts/api.py) for the REST API, ``connect()`` for WebSocket
+consumers and ``tenant_task`` for Celery. Each of them resolves the hospital through
+``resolve_tenant`` and activates a django-scopes scope, so that a query on a tenant-owned
+model outside of a scope raises instead of leaking another hospital's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django_scopes import scope, scopes_disabled
+
+from .models import Hospital, Membership, Role
+
+if TYPE_CHECKING:
+    from .models import User
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The hospital a request acts in, and the acting user's roles there."""
+
+    hospital: Hospital
+    user: Any  # User; Any so that AnonymousUser type-checks in helpers
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.HOSPITAL_ADMIN in self.roles
+
+    @property
+    def is_doctor(self) -> bool:
+        return Role.DOCTOR in self.roles
+
+    @property
+    def is_patient(self) -> bool:
+        return Role.PATIENT in self.roles
+
+    @property
+    def is_clinical(self) -> bool:
+        """Doctors and hospital admins: the staff side of the portal."""
+        return self.is_doctor or self.is_admin
+
+
+def roles_in(user: User, hospital: Hospital) -> frozenset[str]:
+    if not user.is_authenticated or not user.is_active:
+        return frozenset()
+    return frozenset(
+        Membership.objects.filter(user=user, hospital=hospital, is_active=True).values_list("role", flat=True)
+    )
+
+
+def resolve_tenant(user: User, slug: str) -> Tenant:
+    """The Tenant for ``user`` in the hospital ``slug``; 404 if the user is not a member there.
+
+    Not-a-member and no-such-hospital give the same 404, so hospital slugs cannot be probed.
+    """
+    hospital = Hospital.objects.filter(slug=slug, is_active=True).first()
+    if hospital is None:
+        raise Http404("No such hospital.")
+    roles = roles_in(user, hospital)
+    if not roles:
+        raise Http404("No such hospital.")
+    return Tenant(hospital=hospital, user=user, roles=roles)
+
+
+@contextmanager
+def tenant_scope(hospital: Hospital | int) -> Iterator[None]:
+    """Activate the django-scopes scope of one hospital. Never pass None: that would disable it."""
+    if hospital is None:
+        raise ValueError("tenant_scope needs a hospital")
+    with scope(hospital=hospital):
+        yield
+
+
+def hospitals_administered_by(user: User) -> list[int]:
+    """Ids of the hospitals where ``user`` is an active hospital admin."""
+    if not user.is_authenticated:
+        return []
+    return list(
+        Membership.objects.filter(user=user, role=Role.HOSPITAL_ADMIN, is_active=True).values_list(
+            "hospital_id", flat=True
+        )
+    )
+
+
+@contextmanager
+def admin_scope(user: User) -> Iterator[None]:
+    """Scope for the Django admin: platform admins see everything, hospital admins their own."""
+    if user.is_authenticated and user.is_superuser:
+        with scopes_disabled():
+            yield
+    else:
+        with scope(hospital=hospitals_administered_by(user)):
+            yield
+
+
+def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """View decorator: the member must hold one of ``roles`` in this hospital, else 403.
+
+    Membership itself (404 otherwise) and login (302 otherwise) are checked by the middleware.
+    """
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapped(request: Any, *args: Any, **kwargs: Any) -> Any:
+            tenant: Tenant | None = getattr(request, "tenant", None)
+            if tenant is None:
+                raise Http404
+            if not tenant.roles.intersection(roles):
+                raise PermissionDenied("Your role in this hospital does not allow this page.")
+            return view(request, *args, **kwargs)
+
+        wrapped.required_roles = frozenset(roles)  # type: ignore[attr-defined]
+        return wrapped
+
+    return decorator

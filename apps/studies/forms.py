@@ -1,0 +1,137 @@
+"""Forms of the clinician pages. Choice fields are always limited to what the acting user may
+see (their caseload, their hospital's doctors), so a tampered POST cannot reach other rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.db.models import QuerySet
+
+from apps.accounts.models import Hospital, Membership, Role
+
+from .models import Patient, Sex
+
+ACCEPT = ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"
+
+
+class PlainLabelsMixin:
+    """Labels without Django's trailing colon (the layout sets labels on their own line)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
+class PatientChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Patient) -> str:
+        return f"{obj.family_name.upper()}, {obj.given_name} — MRN {obj.mrn}"
+
+
+class UploadForm(PlainLabelsMixin, forms.Form):
+    """Pick a patient from the caseload and an image file. The file's content is validated by
+    ``apps.studies.validation`` in the view, not here: the form only checks that one was sent."""
+
+    patient = PatientChoiceField(
+        queryset=Patient.objects.none(),
+        empty_label="Choose a patient…",
+        error_messages={"invalid_choice": "Please choose a patient from your caseload."},
+    )
+    image = forms.FileField(
+        label="Image file",
+        help_text="PNG, JPEG or DICOM of a chest X-ray or brain MRI, up to 50 MB.",
+        error_messages={"required": "Please choose an image file to upload.", "empty": "The file is empty."},
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"}
+        ),
+    )
+
+    def __init__(self, *args: Any, patients: QuerySet[Patient], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["patient"].queryset = patients
+
+
+class PatientForm(PlainLabelsMixin, forms.ModelForm):
+    """A new patient record. The MRN must be new in this hospital."""
+
+    class Meta:
+        model = Patient
+        fields = ["mrn", "given_name", "family_name", "birth_date", "sex"]
+        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"})}
+        labels = {"mrn": "Medical record number (MRN)"}
+
+    def __init__(self, *args: Any, hospital: Hospital, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hospital = hospital
+        self.fields["sex"].choices = Sex.choices
+
+    def clean_mrn(self) -> str:
+        mrn = self.cleaned_data["mrn"].strip()
+        if Patient.objects.filter(hospital=self.hospital, mrn__iexact=mrn).exists():
+            raise forms.ValidationError("A patient with this MRN already exists in this hospital.")
+        return mrn
+
+    def clean_birth_date(self) -> dt.date:
+        value = self.cleaned_data["birth_date"]
+        if value > dt.date.today():
+            raise forms.ValidationError("The birth date cannot be in the future.")
+        return value
+
+
+class SearchForm(PlainLabelsMixin, forms.Form):
+    q = forms.CharField(required=False, max_length=100, label="Search by name or MRN")
+
+
+class AddMemberForm(PlainLabelsMixin, forms.Form):
+    """Add a person to this hospital by e-mail. An unknown e-mail creates the account, which
+    then needs a name and an initial password (the person changes it after logging in)."""
+
+    email = forms.EmailField(label="E-mail address")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.DOCTOR)
+    full_name = forms.CharField(required=False, max_length=200, label="Full name (new accounts)")
+    password = forms.CharField(
+        required=False,
+        label="Initial password (new accounts)",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean_email(self) -> str:
+        return self.cleaned_data["email"].strip().lower()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        email = data.get("email")
+        if not email:
+            return data
+        user_model = get_user_model()
+        existing = user_model.objects.filter(email__iexact=email).first()
+        data["existing_user"] = existing
+        if existing is None:
+            if not data.get("full_name"):
+                self.add_error("full_name", "There is no account with this e-mail yet: please give the person's name.")
+            if not data.get("password"):
+                self.add_error("password", "There is no account with this e-mail yet: please set an initial password.")
+            else:
+                candidate = user_model(email=email, full_name=data.get("full_name", ""))
+                try:
+                    validate_password(data["password"], candidate)
+                except forms.ValidationError as exc:
+                    self.add_error("password", exc)
+        return data
+
+
+class AssignmentForm(PlainLabelsMixin, forms.Form):
+    """Put a patient of this hospital on a doctor's caseload."""
+
+    patient = PatientChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
+    doctor = forms.ModelChoiceField(queryset=get_user_model().objects.none(), empty_label="Choose a doctor…")
+
+    def __init__(self, *args: Any, hospital: Hospital, patients: QuerySet[Patient], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["patient"].queryset = patients
+        doctor_ids = Membership.objects.filter(hospital=hospital, role=Role.DOCTOR, is_active=True).values("user_id")
+        self.fields["doctor"].queryset = get_user_model().objects.filter(pk__in=doctor_ids, is_active=True)
+        self.fields["doctor"].label_from_instance = lambda u: f"{u.display_name} ({u.email})"

@@ -1,0 +1,155 @@
+"""Patients, the doctors caring for them, and the imaging studies uploaded for them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django_scopes import ScopedManager
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from apps.accounts.models import Hospital
+
+
+class Sex(models.TextChoices):
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+    OTHER = "O", "Other"
+    UNKNOWN = "U", "Unknown"
+
+
+class Patient(models.Model):
+    """A patient record of one hospital, identified there by its MRN.
+
+    ``user`` links the record to the patient's own login (optional): through it the patient
+    reads their signed reports and messages their doctors.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField("MRN", max_length=40, help_text="Medical record number, unique in the hospital.")
+    given_name = models.CharField(max_length=100)
+    family_name = models.CharField(max_length=100)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="patient_records",
+        help_text="The patient's own login, if they have one.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["family_name", "given_name", "mrn"]
+        constraints = [models.UniqueConstraint(fields=["hospital", "mrn"], name="unique_mrn_per_hospital")]
+        indexes = [models.Index(fields=["hospital", "family_name"])]
+
+    def __str__(self) -> str:
+        return f"{self.family_name.upper()}, {self.given_name} ({self.mrn})"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+
+class PatientUserObjectPermission(UserObjectPermissionBase):
+    """django-guardian direct foreign-key permissions (fast joins on a large table)."""
+
+    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE)
+
+
+class PatientGroupObjectPermission(GroupObjectPermissionBase):
+    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE)
+
+
+class CareAssignment(models.Model):
+    """A doctor caring for a patient. While it exists the doctor sees the patient, their studies
+    and reports, and may chat with them. Creating and deleting it (in ``services``) grants and
+    revokes the object permissions."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="care_assignments")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="care_assignments")
+    doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="care_assignments")
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["patient", "doctor"], name="unique_care_assignment")]
+
+    def __str__(self) -> str:
+        return f"{self.doctor} → {self.patient}"
+
+
+class StudyStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    QUEUED = "queued", "Queued for AI read"
+    PROCESSING = "processing", "AI read in progress"
+    DONE = "done", "AI read ready"
+    FAILED = "failed", "AI read failed"
+
+
+class Modality(models.TextChoices):
+    UNKNOWN = "", "Not yet known"
+    CHEST_XRAY = "chest_xray", "Chest X-ray"
+    BRAIN_MRI = "brain_mri", "Brain MRI"
+    UNSUPPORTED = "unsupported", "Unsupported image"
+
+
+class SourceFormat(models.TextChoices):
+    PNG = "png", "PNG"
+    JPEG = "jpeg", "JPEG"
+    DICOM = "dicom", "DICOM"
+
+
+class Study(models.Model):
+    """One uploaded image of a patient, stored encrypted, and the state of its AI read.
+
+    ``status`` moves uploaded → queued → processing → done | failed; ``status_message`` is
+    written for clinicians ("The image could not be read as a chest X-ray or brain MRI").
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="studies")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="uploaded_studies"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    status = models.CharField(max_length=20, choices=StudyStatus.choices, default=StudyStatus.UPLOADED)
+    status_message = models.CharField(max_length=500, blank=True)
+    modality = models.CharField(max_length=20, choices=Modality.choices, blank=True, default=Modality.UNKNOWN)
+    source_format = models.CharField(max_length=10, choices=SourceFormat.choices)
+    original_filename = models.CharField(max_length=255)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    dicom_modality = models.CharField(max_length=16, blank=True, help_text="DICOM (0008,0060) tag, if any.")
+    # The encrypted file (see apps/studies/storage.py). sha256 is of the plaintext.
+    file_name = models.CharField(max_length=300)
+    file_sha256 = models.CharField(max_length=64)
+    file_key_id = models.CharField(max_length=40)
+    file_size = models.PositiveBigIntegerField()
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "studies"
+        indexes = [
+            models.Index(fields=["hospital", "status"]),
+            models.Index(fields=["patient", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Study #{self.pk} of {self.patient.mrn} ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {StudyStatus.DONE, StudyStatus.FAILED}

@@ -1,0 +1,163 @@
+"""State changes for patients, caseloads and studies. Each runs in a transaction, writes an audit
+event, and schedules side effects (the AI read) on commit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.dispatch import Signal
+from django.http import HttpRequest
+
+from apps.accounts import audit
+from apps.accounts.models import Hospital, Membership, Role
+from apps.accounts.tenancy import tenant_scope
+
+from .models import CareAssignment, Patient, Study, StudyStatus
+from .permissions import grant_patient_access, revoke_patient_access
+from .storage import delete_stored, store_encrypted
+from .validation import ValidatedUpload
+
+log = logging.getLogger(__name__)
+
+#: Sent on commit when a doctor is taken off a patient's caseload (hospital_id, patient_id, doctor_id).
+care_assignment_ended = Signal()
+#: Sent on commit whenever a study's status changes (study_id, hospital_id, status, message).
+study_status_changed = Signal()
+
+
+def create_patient(
+    hospital: Hospital, *, actor: Any = None, request: HttpRequest | None = None, **fields: Any
+) -> Patient:
+    with transaction.atomic():
+        patient = Patient.objects.create(hospital=hospital, **fields)
+        audit.record("patient.create", hospital=hospital, actor=actor, obj=patient, request=request)
+    return patient
+
+
+def assign_doctor(
+    patient: Patient, doctor: Any, *, actor: Any = None, request: HttpRequest | None = None
+) -> CareAssignment:
+    """Put ``patient`` on ``doctor``'s caseload and grant the object permissions."""
+    if not Membership.objects.filter(user=doctor, hospital=patient.hospital, role=Role.DOCTOR, is_active=True).exists():
+        raise ValidationError("Only doctors of this hospital can be assigned to its patients.")
+    with transaction.atomic():
+        assignment, created = CareAssignment.objects.get_or_create(
+            hospital=patient.hospital, patient=patient, doctor=doctor, defaults={"assigned_by": actor}
+        )
+        grant_patient_access(doctor, patient)
+        if created:
+            audit.record(
+                "care.assign",
+                hospital=patient.hospital,
+                actor=actor,
+                obj=assignment,
+                request=request,
+                doctor=doctor.pk,
+                patient=patient.pk,
+            )
+    return assignment
+
+
+def unassign_doctor(patient: Patient, doctor: Any, *, actor: Any = None, request: HttpRequest | None = None) -> bool:
+    """Take ``patient`` off ``doctor``'s caseload and revoke the object permissions."""
+    with transaction.atomic():
+        deleted, _ = CareAssignment.objects.filter(patient=patient, doctor=doctor).delete()
+        revoke_patient_access(doctor, patient)
+        if deleted:
+            audit.record(
+                "care.unassign", hospital=patient.hospital, actor=actor, obj=patient, request=request, doctor=doctor.pk
+            )
+            transaction.on_commit(lambda: _after_unassign(patient.hospital_id, patient.pk, doctor.pk))
+    return bool(deleted)
+
+
+def _after_unassign(hospital_id: int, patient_id: int, doctor_id: int) -> None:
+    """Let other apps react to an ended assignment (the chat closes open sockets)."""
+    care_assignment_ended.send(
+        sender=CareAssignment, hospital_id=hospital_id, patient_id=patient_id, doctor_id=doctor_id
+    )
+
+
+def submit_study(
+    patient: Patient,
+    upload: ValidatedUpload,
+    *,
+    original_filename: str,
+    actor: Any,
+    request: HttpRequest | None = None,
+) -> Study:
+    """Store a validated upload encrypted, create its Study and queue the AI read on commit.
+
+    If anything fails after the file was written, the file is deleted again: a refused or
+    failed upload leaves neither a row nor a file behind.
+    """
+    hospital = patient.hospital
+    suffix = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}[upload.source_format]
+    blob = store_encrypted(upload.data, folder=f"studies/h{hospital.pk}", suffix=suffix)
+    try:
+        with transaction.atomic():
+            study = Study.objects.create(
+                hospital=hospital,
+                patient=patient,
+                uploaded_by=actor,
+                status=StudyStatus.QUEUED,
+                status_message="Waiting for the AI second read.",
+                source_format=upload.source_format,
+                original_filename=(original_filename or "upload")[:255],
+                width=upload.width,
+                height=upload.height,
+                dicom_modality=upload.dicom_modality,
+                file_name=blob.name,
+                file_sha256=blob.sha256,
+                file_key_id=blob.key_id,
+                file_size=blob.size,
+            )
+            audit.record(
+                "study.upload",
+                hospital=hospital,
+                actor=actor,
+                obj=study,
+                request=request,
+                sha256=blob.sha256,
+                size=blob.size,
+                format=upload.source_format,
+            )
+            study_id = study.pk
+            # robust: a failure to enqueue is logged and never undoes the committed study.
+            transaction.on_commit(lambda: enqueue_diagnosis(study_id), robust=True)
+    except BaseException:
+        delete_stored(blob.name)
+        raise
+    return study
+
+
+def enqueue_diagnosis(study_id: int) -> None:
+    """Send the AI read to Celery. If the broker is unreachable the study stays queued with a
+    message, and ``manage.py requeue_studies`` (or the next worker start) picks it up."""
+    from apps.diagnosis.tasks import diagnose_study
+
+    try:
+        diagnose_study.delay(study_id)
+    except Exception:  # broker down: keep the study, say so, let requeue_studies retry
+        log.exception("Could not queue study %s for diagnosis", study_id)
+        from django_scopes import scopes_disabled
+
+        with scopes_disabled():
+            Study.objects.filter(pk=study_id, status=StudyStatus.QUEUED).update(
+                status_message="The AI service is busy; the read will start automatically when it is back."
+            )
+
+
+def set_study_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:
+    """Move a study's status (used by the diagnosis task) and announce it on commit, so the
+    realtime layer can push it to the doctors' open pages."""
+    with transaction.atomic(), tenant_scope(hospital_id):
+        Study.objects.filter(pk=study_id).update(status=status, status_message=message[:500], **fields)
+        transaction.on_commit(
+            lambda: study_status_changed.send(
+                sender=Study, study_id=study_id, hospital_id=hospital_id, status=status, message=message[:500]
+            )
+        )

@@ -1,0 +1,20 @@
+"""Caseload, patient, upload and study pages, mounted under /h/<hospital_slug>/."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "studies"
+urlpatterns = [
+    path("", views.caseload, name="caseload"),
+    path("patients/new/", views.patient_create, name="patient_create"),
+    path("patients/<int:pk>/", views.patient_detail, name="patient_detail"),
+    path("upload/", views.upload, name="upload"),
+    path("studies/<int:pk>/", views.study_detail, name="study_detail"),
+    path("studies/<int:pk>/image/", views.study_image, name="study_image"),
+    path("audit/", views.audit_log, name="audit_log"),
+    path("admin-tools/members/", views.members, name="members"),
+    path("admin-tools/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),
+    path("admin-tools/assignments/", views.assignments, name="assignments"),
+    path("admin-tools/assignments/<int:pk>/remove/", views.assignment_remove, name="assignment_remove"),
+]

@@ -1,0 +1,328 @@
+"""Clinician pages under /h/<hospital_slug>/: caseload, patients, upload, studies, and the hospital
+admin's audit log, members and assignments pages.
+
+Every view gets the hospital from ``request.tenant`` (TenantMiddleware), checks the role with
+``role_required``, fetches rows only through ``apps.studies.access`` (404 for anything the user
+may not see) and records an audit event whenever patient data is shown.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
+from django.db import transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.accounts import audit
+from apps.accounts import services as account_services
+from apps.accounts.models import AuditEvent, Membership, Role
+from apps.accounts.tenancy import role_required
+from apps.diagnosis.services import latest_diagnosis
+
+from . import access, services
+from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
+from .models import Patient, SourceFormat, Study, StudyStatus
+from .storage import TamperedFileError, read_encrypted
+from .validation import UploadRejected, validate_upload
+
+log = logging.getLogger(__name__)
+
+CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
+CASELOAD_PAGE_SIZE = 25
+AUDIT_PAGE_SIZE = 50
+
+
+def _page(request: HttpRequest, items: Any, per_page: int) -> Page:
+    return Paginator(items, per_page).get_page(request.GET.get("page"))
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def _search(patients: QuerySet[Patient], q: str) -> QuerySet[Patient]:
+    """Every word must match a given name, family name or MRN (so "paul potter" finds Paul Potter)."""
+    for word in q.split()[:5]:
+        patients = patients.filter(
+            Q(given_name__icontains=word) | Q(family_name__icontains=word) | Q(mrn__icontains=word)
+        )
+    return patients
+
+
+def _with_latest_study(patients: QuerySet[Patient]) -> QuerySet[Patient]:
+    """Annotate each patient with their newest study (id, status, message, date) and study count
+    in the same query, so the caseload costs the same for 5 patients and for 500."""
+    latest = Study.objects.filter(patient=OuterRef("pk")).order_by("-created_at", "-id")
+    return patients.annotate(
+        latest_study_id=Subquery(latest.values("pk")[:1]),
+        latest_study_status=Subquery(latest.values("status")[:1]),
+        latest_study_message=Subquery(latest.values("status_message")[:1]),
+        latest_study_at=Subquery(latest.values("created_at")[:1]),
+        study_count=Count("studies", distinct=True),
+    )
+
+
+@role_required(*CLINICAL)
+def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form = SearchForm(request.GET)
+    q = form.cleaned_data["q"].strip() if form.is_valid() else ""
+    patients = access.caseload(tenant)
+    if q:
+        patients = _search(patients, q)
+    # Count and slice the plain queryset; annotate only the rows of this page.
+    page = _page(request, patients.order_by("family_name", "given_name", "mrn"), CASELOAD_PAGE_SIZE)
+    annotated = {p.pk: p for p in _with_latest_study(patients.filter(pk__in=[p.pk for p in page.object_list]))}
+    page.object_list = [annotated[p.pk] for p in page.object_list]
+    return render(
+        request,
+        "studies/caseload.html",
+        {
+            "page": page,
+            "q": q,
+            "form": form,
+            "has_any": bool(q) or page.paginator.count > 0,
+            "query": _query_without_page(request),
+            "status_choices": StudyStatus.choices,
+        },
+    )
+
+
+@role_required(*CLINICAL)
+def patient_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    patient = access.get_caseload_patient(tenant, pk)
+    studies = access.visible_studies(tenant).filter(patient=patient).select_related("uploaded_by")
+    care_team = patient.care_assignments.select_related("doctor").order_by("doctor__full_name")
+    audit.record("patient.view", hospital=tenant.hospital, actor=request.user, obj=patient, request=request)
+    return render(
+        request, "studies/patient_detail.html", {"patient": patient, "studies": studies, "care_team": care_team}
+    )
+
+
+@role_required(*CLINICAL)
+def patient_create(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form = PatientForm(request.POST or None, hospital=tenant.hospital)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            patient = services.create_patient(tenant.hospital, actor=request.user, request=request, **form.cleaned_data)
+            if tenant.is_doctor:
+                # A doctor registering a patient is caring for them: put them on the caseload.
+                services.assign_doctor(patient, request.user, actor=request.user, request=request)
+        messages.success(request, f"{patient.full_name} was added.")
+        return redirect("studies:patient_detail", hospital_slug=tenant.hospital.slug, pk=patient.pk)
+    return render(request, "studies/patient_form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest"
+
+
+@role_required(*CLINICAL)
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """The upload form. A refused file re-renders the form with the reason (400) and stores
+    nothing. The page's script posts with XHR for a progress bar and gets JSON back."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    patients = access.caseload(tenant).order_by("family_name", "given_name", "mrn")
+    if request.method == "POST":
+        form = UploadForm(request.POST, request.FILES, patients=patients)
+        if form.is_valid():
+            patient = form.cleaned_data["patient"]
+            image = form.cleaned_data["image"]
+            try:
+                validated = validate_upload(image)
+                study = services.submit_study(
+                    patient, validated, original_filename=image.name, actor=request.user, request=request
+                )
+            except UploadRejected as exc:
+                form.add_error("image", exc.messages[0])
+            else:
+                url = reverse("studies:study_detail", kwargs={"hospital_slug": tenant.hospital.slug, "pk": study.pk})
+                if _wants_json(request):
+                    return JsonResponse({"redirect": url, "study": study.pk}, status=201)
+                messages.success(request, "The image was uploaded and is waiting for the AI second read.")
+                return redirect(url)
+        if _wants_json(request):
+            errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+        status = 400
+    else:
+        initial = {}
+        wanted = request.GET.get("patient", "")
+        if wanted.isdigit() and patients.filter(pk=int(wanted)).exists():
+            initial["patient"] = int(wanted)
+        form = UploadForm(initial=initial, patients=patients)
+        status = 200
+    return render(request, "studies/upload.html", {"form": form, "has_patients": patients.exists()}, status=status)
+
+
+@role_required(*CLINICAL)
+def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    study = access.get_study(tenant, pk)
+    audit.record("study.view", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+    context = {"study": study, "patient": study.patient, "diagnosis": latest_diagnosis(study)}
+    return render(request, "studies/study_detail.html", context)
+
+
+def _render_dicom_png(data: bytes) -> bytes:
+    """A display PNG of a DICOM study (8-bit greyscale, windowed by the pipeline's decoder)."""
+    import numpy as np
+    from PIL import Image
+
+    # Imported here: the pipeline package pulls in torch, which page-serving processes do not need.
+    from apps.diagnosis.pipeline.decode import decode_image  # noqa: PLC0415
+
+    pixels = np.asarray(decode_image(data).pixels, dtype=np.float32)
+    out = io.BytesIO()
+    Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype("uint8"), "L").save(out, format="PNG")
+    return out.getvalue()
+
+
+@role_required(*CLINICAL)
+def study_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    study = access.get_study(tenant, pk)
+    try:
+        data = read_encrypted(study.file_name, study.file_sha256)
+    except (TamperedFileError, OSError):
+        log.exception("Stored image of study %s cannot be read", study.pk)
+        audit.record("study.integrity_error", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+        return HttpResponse(
+            "The stored image failed its integrity check and is not shown. Please contact your administrator.",
+            status=409,  # the file exists but is not what was uploaded: a conflict, not a server crash
+            content_type="text/plain; charset=utf-8",
+        )
+    if study.source_format == SourceFormat.DICOM:
+        try:
+            body, content_type = _render_dicom_png(data), "image/png"
+        except Exception:  # noqa: BLE001 - a display problem must not become an error page
+            log.exception("Could not render DICOM study %s", study.pk)
+            return HttpResponse("This DICOM image cannot be displayed.", status=422, content_type="text/plain")
+    else:
+        body, content_type = data, "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
+    audit.record("study.view_image", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Disposition"] = (
+        f'inline; filename="study-{study.pk}.{"jpg" if content_type == "image/jpeg" else "png"}"'
+    )
+    return response
+
+
+# --- Hospital admin pages --------------------------------------------------------------------
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+def audit_log(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    events = AuditEvent.objects.filter(hospital=tenant.hospital).select_related("actor")
+    actions = list(events.order_by("action").values_list("action", flat=True).distinct())
+    action = request.GET.get("action", "")
+    if action:
+        events = events.filter(action=action)
+    page = _page(request, events, AUDIT_PAGE_SIZE)
+    return render(
+        request,
+        "studies/audit_log.html",
+        {"page": page, "actions": actions, "action": action, "query": _query_without_page(request)},
+    )
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form = AddMemberForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            membership = account_services.add_member(
+                tenant.hospital,
+                email=data["email"],
+                role=data["role"],
+                full_name=data.get("full_name", ""),
+                password=data.get("password") or None,
+                actor=request.user,
+                request=request,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc.messages[0])
+        else:
+            messages.success(
+                request, f"{membership.user.display_name} now has the role {membership.get_role_display().lower()}."
+            )
+            return redirect("studies:members", hospital_slug=tenant.hospital.slug)
+    rows = (
+        Membership.objects.filter(hospital=tenant.hospital)
+        .select_related("user")
+        .order_by("-is_active", "role", "user__email")
+    )
+    context = {"form": form, "page": _page(request, rows, AUDIT_PAGE_SIZE), "query": _query_without_page(request)}
+    return render(request, "studies/members.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_POST
+def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    membership = Membership.objects.filter(hospital=tenant.hospital, pk=pk).select_related("user").first()
+    if membership is None:
+        raise Http404("No such membership.")
+    try:
+        account_services.deactivate_member(membership, actor=request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, exc.messages[0])
+    else:
+        messages.success(
+            request,
+            f"{membership.user.display_name}: role {membership.get_role_display().lower()} removed.",
+        )
+    return redirect("studies:members", hospital_slug=tenant.hospital.slug)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    patients = access.visible_patients(tenant).order_by("family_name", "given_name", "mrn")
+    form = AssignmentForm(request.POST or None, hospital=tenant.hospital, patients=patients)
+    if request.method == "POST" and form.is_valid():
+        patient, doctor = form.cleaned_data["patient"], form.cleaned_data["doctor"]
+        try:
+            services.assign_doctor(patient, doctor, actor=request.user, request=request)
+        except ValidationError as exc:
+            form.add_error(None, exc.messages[0])
+        else:
+            messages.success(request, f"{patient.full_name} is now on the caseload of {doctor.display_name}.")
+            return redirect("studies:assignments", hospital_slug=tenant.hospital.slug)
+    rows = (
+        access.care_assignments(tenant)
+        .select_related("patient", "doctor", "assigned_by")
+        .order_by("patient__family_name", "patient__given_name", "doctor__email")
+    )
+    page = _page(request, rows, AUDIT_PAGE_SIZE)
+    return render(request, "studies/assignments.html", {"form": form, "page": page}, status=400 if form.errors else 200)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_POST
+def assignment_remove(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    assignment = access.get_care_assignment(tenant, pk)
+    services.unassign_doctor(assignment.patient, assignment.doctor, actor=request.user, request=request)
+    messages.success(
+        request, f"{assignment.patient.full_name} was taken off the caseload of {assignment.doctor.display_name}."
+    )
+    return redirect("studies:assignments", hospital_slug=tenant.hospital.slug)
