@@ -1,0 +1,247 @@
+"""The AI second read: the model registry, the stored results, and the doctors' feedback on them.
+
+``ModelVersion`` is platform-wide (every hospital uses the same registered models);
+``Diagnosis`` and ``Feedback`` are tenant-owned and scoped by hospital like every study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
+from django.db import models
+from django.db.models import Q, Sum
+from django_scopes import ScopedManager
+
+from apps.accounts.models import Hospital
+from apps.studies.models import Modality, Study
+
+
+class Task(models.TextChoices):
+    """What a model does: stage 1 routes the image, stage 2 specialists read it."""
+
+    ROUTER = "router", "Router (chest X-ray / brain MRI / unsupported)"
+    CHEST = "chest", "Chest X-ray specialist"
+    BRAIN = "brain", "Brain MRI specialist"
+
+
+#: The specialist task for each route the router can answer.
+SPECIALIST_FOR_ROUTE = {Modality.CHEST_XRAY: Task.CHEST, Modality.BRAIN_MRI: Task.BRAIN}
+SPECIALIST_TASKS = (Task.CHEST, Task.BRAIN)
+
+
+class ModelVersion(models.Model):
+    """One trained artifact (weights + model card) in the registry.
+
+    Platform-wide, not tenant-owned. One version per task is active; other versions of the
+    task may take a share of the studies (``rollout_percent``) for an A/B comparison, assigned
+    deterministically per study (see ``registry.choose_version``). Each version carries its
+    own labels, decision thresholds and calibration temperature, read from its model card.
+    """
+
+    task = models.CharField(max_length=10, choices=Task.choices)
+    version = models.CharField(max_length=64)
+    weights_sha256 = models.CharField("weights SHA-256", max_length=64)
+    artifact_path = models.CharField(
+        max_length=500, help_text="Folder of the artifact, relative to MODEL_WEIGHTS_DIR (or absolute)."
+    )
+    labels = models.JSONField(default=list, help_text="Class labels, in the model's output order.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Test metrics from the model card.")
+    thresholds = models.JSONField(default=dict, blank=True)
+    temperature = models.FloatField(default=1.0)
+    card = models.JSONField(default=dict, blank=True, help_text="The full model card, as shipped.")
+    is_active = models.BooleanField(default=False)
+    rollout_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100)],
+        help_text="Share of studies (0–100) that try this version while another one is active.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["task", "-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "version"], name="unique_model_version"),
+            models.UniqueConstraint(fields=["task"], condition=Q(is_active=True), name="one_active_model_per_task"),
+            models.CheckConstraint(condition=Q(rollout_percent__lte=100), name="rollout_percent_at_most_100"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.version}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return Path(settings.MODEL_WEIGHTS_DIR) / self.artifact_path
+
+    @property
+    def accuracy(self) -> float | None:
+        value = self.metrics.get("accuracy") if isinstance(self.metrics, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def short_sha(self) -> str:
+        return self.weights_sha256[:12]
+
+    def clean(self) -> None:
+        others = (
+            ModelVersion.objects.filter(task=self.task, is_active=False)
+            .exclude(pk=self.pk)
+            .aggregate(total=Sum("rollout_percent"))["total"]
+            or 0
+        )
+        own = 0 if self.is_active else self.rollout_percent
+        if others + own > 100:
+            raise ValidationError({"rollout_percent": "The rollouts of one task cannot add up to more than 100%."})
+
+
+class Diagnosis(models.Model):
+    """The AI second read of one study by one set of model versions.
+
+    Stage 1 (router) always ran; if it refused the image (``refused``) there is no specialist
+    result. The Grad-CAM overlay is stored encrypted like every file (apps/studies/storage.py).
+    ``versions_key`` names the model versions used ("<router pk>:<specialist pk or ->"); it is
+    unique per study, so running the same read twice stores it once.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="diagnoses")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="diagnoses")
+    route = models.CharField(max_length=20, choices=Modality.choices)
+    route_probabilities = models.JSONField(default=dict)
+    refused = models.BooleanField(default=False)
+    refusal_reason = models.CharField(max_length=500, blank=True)
+    modality_warning = models.CharField(max_length=500, blank=True)
+    task = models.CharField(max_length=10, choices=Task.choices, blank=True)
+    label = models.CharField(max_length=64, blank=True)
+    probabilities = models.JSONField(default=dict, blank=True)
+    # The Grad-CAM overlay PNG, encrypted (sha256 of the plaintext).
+    overlay_name = models.CharField(max_length=300, blank=True)
+    overlay_sha256 = models.CharField(max_length=64, blank=True)
+    overlay_key_id = models.CharField(max_length=40, blank=True)
+    roi_box = models.JSONField(null=True, blank=True, help_text="Region of interest [x0, y0, x1, y1], image pixels.")
+    router_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    router_sha256 = models.CharField(max_length=64)
+    specialist_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    specialist_sha256 = models.CharField(max_length=64, blank=True)
+    versions_key = models.CharField(max_length=64)
+    timings_ms = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "diagnoses"
+        constraints = [
+            models.UniqueConstraint(fields=["study", "versions_key"], name="one_diagnosis_per_study_and_versions"),
+        ]
+        indexes = [models.Index(fields=["study", "-created_at"])]
+
+    def __str__(self) -> str:
+        outcome = "refused" if self.refused else (self.label or "no label")
+        return f"Diagnosis #{self.pk} of study #{self.study_id}: {outcome}"
+
+    @property
+    def confidence(self) -> float | None:
+        """The probability of the predicted label (None when refused)."""
+        if self.refused or not self.label:
+            return None
+        value = (self.probabilities or {}).get(self.label)
+        return float(value) if value is not None else None
+
+    @property
+    def label_display(self) -> str:
+        return label_display(self.label)
+
+    @property
+    def sorted_probabilities(self) -> list[tuple[str, float]]:
+        """(label, probability) for every class, in the model's label order when known."""
+        probs = self.probabilities or {}
+        order = list(self.specialist_version.labels) if self.specialist_version_id and self.specialist_version else []
+        order += [k for k in probs if k not in order]
+        return [(k, float(probs[k])) for k in order if k in probs]
+
+    @property
+    def probability_rows(self) -> list[dict[str, object]]:
+        """One row per class for the probability bars: label, display name, percent, is the top class."""
+        rows = self.sorted_probabilities
+        top = max((p for _, p in rows), default=None)
+        return [
+            {
+                "label": label,
+                "display": label_display(label),
+                "percent": round(p * 100, 1),
+                "width": f"{max(0.0, min(p, 1.0)) * 100:.1f}",
+                "is_top": p == top,
+            }
+            for label, p in rows
+        ]
+
+    @property
+    def route_confidence(self) -> float | None:
+        value = (self.route_probabilities or {}).get(self.route)
+        return float(value) if value is not None else None
+
+    @property
+    def has_overlay(self) -> bool:
+        return bool(self.overlay_name)
+
+    @property
+    def total_ms(self) -> float | None:
+        timings = self.timings_ms or {}
+        if "total" in timings:
+            return float(timings["total"])
+        values = [float(v) for v in timings.values() if isinstance(v, int | float)]
+        return sum(values) if values else None
+
+
+class FeedbackAction(models.TextChoices):
+    CONFIRM = "confirm", "Confirmed the AI label"
+    CORRECT = "correct", "Corrected the AI label"
+
+
+class Feedback(models.Model):
+    """A doctor's verdict on an AI read: confirm its label, or correct it (with a comment).
+
+    Corrections (and, on request, confirmations) are exported for retraining by
+    ``manage.py export_feedback``.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="diagnosis_feedback")
+    diagnosis = models.ForeignKey(Diagnosis, on_delete=models.CASCADE, related_name="feedback")
+    doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="diagnosis_feedback")
+    action = models.CharField(max_length=10, choices=FeedbackAction.choices)
+    corrected_label = models.CharField(max_length=64, blank=True)
+    comment = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "feedback"
+
+    def __str__(self) -> str:
+        if self.action == FeedbackAction.CORRECT:
+            return f"{self.doctor} corrected diagnosis #{self.diagnosis_id} to {self.corrected_label}"
+        return f"{self.doctor} confirmed diagnosis #{self.diagnosis_id}"
+
+    @property
+    def final_label(self) -> str:
+        """The label the doctor stands behind."""
+        return self.corrected_label if self.action == FeedbackAction.CORRECT else self.diagnosis.label
+
+
+#: How people read the model cards' machine labels, where the plain rewrite is not enough.
+LABEL_NAMES = {"no_tumor": "No tumour", "pituitary": "Pituitary tumour"}
+
+
+def label_display(label: str) -> str:
+    """``bacterial_pneumonia`` → ``Bacterial pneumonia`` (labels are machine names in the cards)."""
+    if label in LABEL_NAMES:
+        return LABEL_NAMES[label]
+    text = (label or "").replace("_", " ").strip()
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,484 @@
+"""Training and evaluation of the three models (no Django; ``manage.py train_model`` wraps it).
+
+Data layout (what public sets ship in)::
+
+    chest / brain:  DIR/train/<label>/*.jpg   and optionally DIR/test/<label>/*.jpg
+    router:         DIR/chest_xray/train/...  DIR/brain_mri/train/...  (+ generated negatives)
+
+Rules kept here so that no caller can break them:
+
+* validation is carved from ``train/`` — by patient for chest X-rays (``personNNN`` / ``IM-NNNN``),
+  stratified otherwise; early stopping, checkpoint choice, temperature and thresholds use it only;
+* ``test/`` is read once, after training, to write the card's test metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .artifact import ARCH, WEIGHTS_FILE, build_model, file_sha256, load_artifact
+from .core import to_model_input
+from .metrics import classification_metrics, write_card
+from .preprocess import DESCRIPTIONS as PREPROCESS_DESCRIPTIONS
+from .preprocess import apply as preprocess
+
+TASK_LABELS = {
+    "router": ["chest_xray", "brain_mri", "unsupported"],
+    "chest": ["normal", "bacterial_pneumonia", "viral_pneumonia"],
+    "brain": ["glioma", "meningioma", "no_tumor", "pituitary"],
+}
+DESCRIPTIONS = {
+    "router": "Stage 1: decides whether an image is a chest X-ray, a brain MRI or neither (refused).",
+    "chest": "Stage 2 for chest X-rays (paediatric AP, Kermany et al. 2018): normal, bacterial or viral pneumonia.",
+    "brain": "Stage 2 for brain MRI slices (Nickparvar 2021): glioma, meningioma, no tumour, pituitary tumour.",
+}
+PREPROCESSING = "greyscale, bilinear resize to the input size, x/255, (x-0.5)/0.5"
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "router": {
+        "epochs": 2,
+        "img_size": 96,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "positives_per_class": 1200,
+        "negatives": 2400,
+    },
+    "chest": {"epochs": 6, "img_size": 160, "batch_size": 32, "lr": 1e-3},
+    "brain": {"epochs": 8, "img_size": 160, "batch_size": 32, "lr": 1e-3},
+}
+PATIENT_ID = re.compile(r"(person\d+|IM-\d+)")
+DEFAULT_PRETRAINED = Path(__file__).resolve().parents[4] / "shared" / "pretrained" / "tf_efficientnet_lite0.safetensors"
+
+
+def fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    bf16 autocast halves training time where it is native, and is ~10× *slower* where it is
+    emulated (seen on an AVX2-only EPYC: 17.7 s against 1.2 s per batch), so it is on only where
+    it pays.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# -- data ------------------------------------------------------------------------------------
+def load_folder(folder: Path, labels: list[str], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """All images of an ImageFolder split as uint8 (N, size, size), labels and file names."""
+    xs, ys, names = [], [], []
+    for index, label in enumerate(labels):
+        class_dir = folder / label
+        if not class_dir.is_dir():
+            continue
+        for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}):
+            with Image.open(path) as im:
+                xs.append(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.uint8))
+            ys.append(index)
+            names.append(path.name)
+    if not xs:
+        raise ValueError(f"No images found under {folder} for labels {labels}")
+    return np.stack(xs), np.array(ys), names
+
+
+def manifest_hash(names: list[str], ys: np.ndarray, extra: str = "") -> str:
+    return hashlib.sha256(("\n".join(f"{n},{y}" for n, y in zip(names, ys, strict=True)) + extra).encode()).hexdigest()
+
+
+def validation_mask(task: str, names: list[str], ys: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which training images form the validation set (by patient for chest X-rays)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(ys), bool)
+    if task == "chest":
+        ids = [m.group(1) if (m := PATIENT_ID.search(n)) else n for n in names]
+        patients = sorted(set(ids))
+        rng.shuffle(patients)
+        chosen = set(patients[: max(1, int(fraction * len(patients)))])
+        return np.array([p in chosen for p in ids])
+    for c in np.unique(ys):
+        idx = np.where(ys == c)[0]
+        rng.shuffle(idx)
+        mask[idx[: max(1, int(fraction * len(idx)))]] = True
+    return mask
+
+
+def make_augment(size: int, flip: bool, scale_min: float = 0.75) -> Callable[[torch.Tensor], torch.Tensor]:
+    from torchvision.transforms import v2
+
+    ops = [
+        v2.RandomResizedCrop(size, scale=(scale_min, 1.0), ratio=(0.9, 1.1), antialias=True),
+        v2.RandomAffine(degrees=10, translate=(0.04, 0.04)),
+        v2.ColorJitter(brightness=0.2, contrast=0.2),
+    ]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops)
+
+
+def batch_input(batch: np.ndarray, size: int, augment: Callable | None = None) -> torch.Tensor:
+    t = torch.from_numpy(batch).unsqueeze(1)
+    if augment is not None:
+        t = torch.stack([augment(x) for x in t])
+    t = t.float() / 255.0
+    if t.shape[-1] != size:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return ((t - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, xs: np.ndarray, size: int, bf16: bool = True) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, len(xs), 64):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out.append(model(batch_input(xs[i : i + 64], size)).float())
+    return torch.cat(out)
+
+
+def fit_temperature(logits: torch.Tensor, ys: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017) on validation logits."""
+    target = torch.from_numpy(np.asarray(ys)).long()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def router_threshold(probs: np.ndarray, ys: np.ndarray, max_refused: float = 0.002) -> float:
+    """The highest confidence threshold that refuses at most ``max_refused`` of real validation cases."""
+    real = ys < 2
+    pred = probs.argmax(1)
+    conf = np.where(pred[real] == ys[real], probs[real].max(1), 0.0)
+    if not len(conf):
+        return 0.5
+    k = int(np.floor(max_refused * len(conf)))
+    return float(min(0.9, max(0.5, np.sort(conf)[k] - 1e-4)))
+
+
+# -- training --------------------------------------------------------------------------------
+def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -> Path:
+    """Train ``task`` on ``data_dir`` and write a versioned artifact under ``out_dir``. Returns its folder."""
+    if task not in TASK_LABELS:
+        raise ValueError(f"task must be one of {sorted(TASK_LABELS)}")
+    cfg = {
+        **DEFAULTS[task],
+        "seed": 0,
+        "threads": 2,
+        "val_fraction": 0.12,
+        "patience": 3,
+        "bf16": fast_bf16(),
+        "preprocessing": "none",
+        "pretrained": str(DEFAULT_PRETRAINED) if DEFAULT_PRETRAINED.exists() else None,
+        **config,
+    }
+    unknown = set(cfg) - {
+        *DEFAULTS[task],
+        "seed",
+        "threads",
+        "val_fraction",
+        "patience",
+        "bf16",
+        "preprocessing",
+        "pretrained",
+        "version",
+        "log",
+    }
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    torch.set_num_threads(int(cfg["threads"]))
+    log = cfg.get("log") or print
+    data_dir, size, labels = Path(data_dir), int(cfg["img_size"]), TASK_LABELS[task]
+    started = time.time()
+
+    method = str(cfg["preprocessing"])
+    preprocess(method, np.zeros((1, 8, 8), np.uint8))  # unknown names fail before any work
+    if task == "router":
+        if method != "none":
+            raise ValueError("the router reads images as they come; preprocessing is for specialists")
+        xtr, ytr, xva, yva, manifest = _router_data(data_dir, size, cfg)
+        test = _router_test(data_dir, size)
+    else:
+        xs, ys, names = load_folder(data_dir / "train", labels, size)
+        manifest = manifest_hash(names, ys)
+        xs = preprocess(method, xs)
+        mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]))
+        xtr, ytr, xva, yva = xs[~mask], ys[~mask], xs[mask], ys[mask]
+        test = None
+        if (data_dir / "test").is_dir():
+            xte, yte, _ = load_folder(data_dir / "test", labels, size)
+            test = (preprocess(method, xte), yte)
+    log(f"{task}: train {len(ytr)}, validation {len(yva)}, input {size}px, preprocessing {method}")
+
+    model, class_weights, history = fit(task, xtr, ytr, xva, yva, cfg, log)
+    training_info = {k: v for k, v in cfg.items() if k not in {"log", "pretrained"}}
+    training_info.update(
+        arch=ARCH,
+        optimiser="AdamW + OneCycle",
+        class_weights=[round(float(w), 3) for w in class_weights],
+        validation="by patient" if task == "chest" else "stratified",
+        history=history,
+        seconds=round(time.time() - started),
+        pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
+    )
+    return finalize(
+        task,
+        model,
+        xva,
+        yva,
+        test,
+        Path(out_dir),
+        size,
+        manifest,
+        training_info,
+        version=cfg.get("version"),
+        bf16=bool(cfg["bf16"]),
+        preprocessing=method,
+    )
+
+
+def fit(
+    task: str,
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    xva: np.ndarray,
+    yva: np.ndarray,
+    cfg: dict[str, Any],
+    log: Callable[[str], Any] = print,
+) -> tuple[torch.nn.Module, torch.Tensor, list[dict[str, Any]]]:
+    """The training loop: class-weighted loss, augmentation, early stopping on validation macro-F1.
+
+    Returns the best model (by validation macro-F1), the class weights and the per-epoch history.
+    """
+    labels, size = TASK_LABELS[task], int(cfg["img_size"])
+    torch.manual_seed(int(cfg["seed"]))
+    model = build_model(len(labels), cfg["pretrained"]).to(memory_format=torch.channels_last)
+    augment = make_augment(size, flip=task != "chest", scale_min=0.6 if task == "router" else 0.75)
+    counts = np.bincount(ytr, minlength=len(labels)).clip(min=1)
+    class_weights = torch.tensor(len(ytr) / (len(labels) * counts), dtype=torch.float32)
+    bs = int(cfg["batch_size"])
+    steps_per_epoch = max(1, len(ytr) // bs)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=float(cfg["lr"]), total_steps=int(cfg["epochs"]) * steps_per_epoch, pct_start=0.15
+    )
+    best_f1, best_state, stale, history = -1.0, None, 0, []
+    for epoch in range(int(cfg["epochs"])):
+        model.train()
+        order = np.random.default_rng(int(cfg["seed"]) + epoch).permutation(len(ytr))
+        t, total = time.time(), 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * bs : (step + 1) * bs]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
+                logits = model(batch_input(xtr[idx], size, augment)).float()
+            loss = F.cross_entropy(logits, torch.from_numpy(ytr[idx]).long(), weight=class_weights)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        val = classification_metrics(
+            yva, torch.softmax(predict_logits(model, xva, size, cfg["bf16"]), 1).numpy(), labels
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(total / steps_per_epoch, 4),
+                "val_accuracy": val["accuracy"],
+                "val_macro_f1": val["macro_f1"],
+            }
+        )
+        log(
+            f"epoch {epoch + 1}: loss {total / steps_per_epoch:.4f}, val acc {val['accuracy']:.4f}, "
+            f"macro-F1 {val['macro_f1']:.4f} ({time.time() - t:.0f}s)"
+        )
+        if val["macro_f1"] > best_f1:
+            best_f1, stale = val["macro_f1"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= int(cfg["patience"]):
+                log("early stop")
+                break
+    model.load_state_dict(best_state)
+    return model, class_weights, history
+
+
+def finalize(
+    task: str,
+    model: torch.nn.Module,
+    xva: np.ndarray,
+    yva: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray] | None,
+    out_dir: Path,
+    size: int,
+    manifest: str,
+    training_info: dict[str, Any],
+    version: str | None = None,
+    bf16: bool = True,
+    preprocessing: str = "none",
+) -> Path:
+    """Calibrate on validation, evaluate once on test, and write the artifact folder."""
+    from safetensors.torch import save_file
+
+    labels = TASK_LABELS[task]
+    val_logits = predict_logits(model, xva, size, bf16)
+    temperature = fit_temperature(val_logits, yva)
+    val_probs = torch.softmax(val_logits / temperature, 1).numpy()
+    thresholds = {"min_confidence": router_threshold(val_probs, yva)} if task == "router" else {}
+    version = version or next_version(out_dir, task)
+    folder = out_dir / version
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    card: dict[str, Any] = {
+        "task": task,
+        "version": version,
+        "arch": ARCH,
+        "labels": labels,
+        "input_size": size,
+        "in_chans": 1,
+        "description": DESCRIPTIONS[task],
+        "preprocessing": "; ".join(filter(None, [PREPROCESSING, PREPROCESS_DESCRIPTIONS[preprocessing]])),
+        "preprocessing_method": preprocessing,
+        "temperature": round(temperature, 4),
+        "thresholds": thresholds,
+        "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
+        "data_manifest_sha256": manifest,
+        "training": training_info,
+        "validation_metrics": _brief(classification_metrics(yva, val_probs, labels)),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if test is not None:
+        test_probs = torch.softmax(predict_logits(model, test[0], size, bf16) / temperature, 1).numpy()
+        card["test_metrics"] = classification_metrics(test[1], test_probs, labels)
+        card["extra_test_metrics"] = extra_metrics(task, test[1], test_probs, thresholds)
+    write_card(folder, card)
+    return folder
+
+
+def extra_metrics(task: str, ys: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict[str, float]:
+    if task == "chest":  # pneumonia (bacterial or viral) vs normal
+        return {"pneumonia_vs_normal_accuracy": round(float(((probs.argmax(1) > 0) == (ys > 0)).mean()), 4)}
+    if task == "router":
+        real = ys < 2
+        conf_ok = probs.max(1) >= thresholds.get("min_confidence", 0.5)
+        accepted_right = (probs.argmax(1) == ys) & conf_ok
+        return {
+            "real_cases_routed_correctly": round(float(accepted_right[real].mean()), 4),
+            "real_cases_wrongly_refused": round(float((~accepted_right[real]).mean()), 4),
+        }
+    return {}
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "ece")}
+
+
+def next_version(out_dir: Path, task: str) -> str:
+    stamp = dt.date.today().strftime("%Y.%m.%d")
+    n = 1
+    while (out_dir / f"{task}-{stamp}-{n}").exists():
+        n += 1
+    return f"{task}-{stamp}-{n}"
+
+
+def _router_data(root: Path, size: int, cfg: dict[str, Any]):
+    from .negatives import generate
+
+    rng = np.random.default_rng(int(cfg["seed"]))
+    per_class = int(cfg["positives_per_class"])
+    parts, names = [], []
+    for sub in ("chest_xray", "brain_mri"):
+        files = sorted((root / sub / "train").rglob("*.jp*g")) + sorted((root / sub / "train").rglob("*.png"))
+        if not files:
+            raise ValueError(f"router training needs {root / sub / 'train'}")
+        pick = rng.choice(len(files), size=min(per_class, len(files)), replace=False)
+        parts.append(
+            np.stack([np.asarray(Image.open(files[i]).convert("L").resize((size, size), Image.BILINEAR)) for i in pick])
+        )
+        names += [files[i].name for i in pick]
+    pool = np.concatenate([parts[0][:200], parts[1][:200]])
+    negs, _ = generate(int(cfg["negatives"]), size, seed=int(cfg["seed"]) + 1, heldout=False, real_pool=pool)
+    vnegs, _ = generate(
+        max(50, int(cfg["negatives"]) // 6), size, seed=int(cfg["seed"]) + 2, heldout=False, real_pool=pool
+    )
+    xs = np.concatenate([parts[0], parts[1], negs])
+    ys = np.array([0] * len(parts[0]) + [1] * len(parts[1]) + [2] * len(negs))
+    val = np.zeros(len(ys), bool)
+    for c in (0, 1):
+        idx = np.where(ys == c)[0]
+        val[rng.choice(idx, max(1, len(idx) // 6), replace=False)] = True
+    manifest = manifest_hash(names, ys[ys < 2], f"|negatives seed {int(cfg['seed']) + 1} n {len(negs)} size {size}")
+    return (
+        xs[~val],
+        ys[~val],
+        np.concatenate([xs[val], vnegs]),
+        np.concatenate([ys[val], np.full(len(vnegs), 2)]),
+        manifest,
+    )
+
+
+def _router_test(root: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Router test set: both official test splits + held-out negatives (sources never trained on)."""
+    from .negatives import generate
+
+    parts, ys = [], []
+    for index, sub in enumerate(("chest_xray", "brain_mri")):
+        folder = root / sub / "test"
+        if not folder.is_dir():
+            return None
+        files = sorted(folder.rglob("*.jp*g")) + sorted(folder.rglob("*.png"))
+        parts.append(
+            np.stack([np.asarray(Image.open(f).convert("L").resize((size, size), Image.BILINEAR)) for f in files])
+        )
+        ys += [index] * len(files)
+    negs, _ = generate(600, size, seed=999, heldout=True)
+    return np.concatenate([*parts, negs]), np.array(ys + [2] * len(negs))
+
+
+# -- evaluation ------------------------------------------------------------------------------
+def evaluate(artifact_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
+    """Metrics of an artifact on an ImageFolder directory (``DIR/<label>/*`` or ``DIR/test/<label>/*``)."""
+    art = load_artifact(artifact_dir)
+    data_dir = Path(data_dir)
+    if art.task == "router":
+        test = _router_test(data_dir, art.input_size)
+        if test is None:
+            raise ValueError(f"{data_dir} needs chest_xray/test and brain_mri/test")
+        xs, ys = test
+    else:
+        folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
+        xs, ys, _ = load_folder(folder, art.labels, art.input_size)
+        xs = preprocess(art.preprocessing, xs)
+    logits = predict_logits(art.model, xs, art.input_size, bf16=False)
+    probs = torch.softmax(logits / art.temperature, 1).numpy()
+    metrics = classification_metrics(ys, probs, art.labels)
+    metrics["extra"] = extra_metrics(art.task, ys, probs, art.thresholds)
+    metrics.pop("reliability", None)
+    return metrics
+
+
+def to_input(pixels: np.ndarray, size: int) -> torch.Tensor:  # re-exported for tests and benchmarks
+    return to_model_input(pixels, size)
+
+
+__all__ = ["TASK_LABELS", "train", "evaluate", "finalize", "load_folder", "validation_mask", "json"]

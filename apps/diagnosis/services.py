@@ -1,0 +1,420 @@
+"""The AI second read as verbs: run it for a study, confirm or correct its result, requeue
+studies that got stuck. Each state change runs in a transaction and writes an audit event.
+
+``run_diagnosis`` is what the Celery task ``diagnose_study`` calls. It never loses a study:
+whatever goes wrong, the study ends ``done`` (with a result, or a refusal the clinician can
+read) or ``failed`` (with a message saying the image is kept and can be re-run), except for
+transient errors (database or broker briefly away), which it raises so the task retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError, transaction
+from django.dispatch import Signal
+from django.http import HttpRequest
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from apps.accounts import audit
+from apps.accounts.models import Membership, Role
+from apps.accounts.tenancy import tenant_scope
+from apps.studies.models import Modality, Study, StudyStatus
+from apps.studies.services import enqueue_diagnosis, set_study_status
+from apps.studies.storage import TamperedFileError, delete_stored, read_encrypted, store_encrypted
+
+from . import engine, registry
+from .models import Diagnosis, Feedback, FeedbackAction, ModelVersion, Task, label_display
+
+log = logging.getLogger(__name__)
+
+#: Sent on commit after a doctor confirmed or corrected an AI read (hospital_id, diagnosis_id, feedback_id).
+diagnosis_reviewed = Signal()
+
+MSG_QUEUED = "Waiting for the AI second read."
+MSG_PROCESSING = "The AI second read is in progress."
+MSG_CRASHED = "The AI read could not be completed; the image is kept and can be re-run."
+MSG_TAMPERED = (
+    "The stored image failed its integrity check, so the AI read was not run. "
+    "The study is kept; please contact your administrator."
+)
+MSG_NO_MODELS = "The AI models are not installed on this server yet; the image is kept and can be re-run."
+MSG_REFUSED = "Not a chest X-ray or brain MRI: {reason}"
+
+#: Errors that go away by themselves (database restarting, broker briefly unreachable): the task
+#: retries these with backoff instead of failing the study.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+try:  # kombu/redis connection errors, when those packages are installed (they are, with Celery)
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    TRANSIENT_ERRORS += (KombuOperationalError,)
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    TRANSIENT_ERRORS += (RedisConnectionError, RedisTimeoutError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+# --- Reading results -----------------------------------------------------------------------
+
+
+def latest_diagnosis(study: Study) -> Diagnosis | None:
+    """The study's newest AI read (with its model versions), or None. Call inside the tenant scope
+    after the access check (``access.get_study``); this helper does not check permissions."""
+    return (
+        Diagnosis.objects.filter(study=study, hospital_id=study.hospital_id)
+        .select_related("router_version", "specialist_version")
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def diagnosis_summary(study: Study, diagnosis: Diagnosis | None = None) -> dict[str, Any] | None:
+    """A JSON-ready summary of the study's latest AI read (the API and status.json use it)."""
+    diagnosis = diagnosis if diagnosis is not None else latest_diagnosis(study)
+    if diagnosis is None:
+        return None
+    return {
+        "id": diagnosis.pk,
+        "route": diagnosis.route,
+        "refused": diagnosis.refused,
+        "refusal_reason": diagnosis.refusal_reason,
+        "modality_warning": diagnosis.modality_warning,
+        "task": diagnosis.task,
+        "label": diagnosis.label,
+        "label_display": diagnosis.label_display,
+        "confidence": diagnosis.confidence,
+        "probabilities": diagnosis.probabilities,
+        "roi_box": diagnosis.roi_box,
+        "has_overlay": diagnosis.has_overlay,
+        "models": {
+            "router": {"version": diagnosis.router_version.version, "sha256": diagnosis.router_sha256},
+            **(
+                {
+                    diagnosis.specialist_version.task: {
+                        "version": diagnosis.specialist_version.version,
+                        "sha256": diagnosis.specialist_sha256,
+                    }
+                }
+                if diagnosis.specialist_version_id and diagnosis.specialist_version
+                else {}
+            ),
+        },
+        "timings_ms": diagnosis.timings_ms,
+        "created_at": diagnosis.created_at.isoformat(),
+    }
+
+
+# --- Running the AI read ---------------------------------------------------------------------
+
+
+def versions_key(router_mv: ModelVersion, specialist_mv: ModelVersion | None) -> str:
+    """Names the model versions a diagnosis used; unique per study (idempotency)."""
+    return f"{router_mv.pk}:{specialist_mv.pk if specialist_mv else '-'}"
+
+
+def run_diagnosis(study_id: int, *, final_attempt: bool = True) -> Diagnosis | None:
+    """Run the two-stage AI read of one study and store it. Idempotent: if this study already has
+    a diagnosis by the model versions chosen for it, that one is returned and nothing runs.
+
+    Transient errors are raised for the caller (the Celery task) to retry, unless
+    ``final_attempt``: then the study is marked failed like for any other error.
+    """
+    with scopes_disabled():  # only to learn the study's hospital; all the work runs in its scope
+        hospital_id = Study.objects.filter(pk=study_id).values_list("hospital_id", flat=True).first()
+    if hospital_id is None:
+        log.warning("diagnose_study: study %s does not exist (deleted?)", study_id)
+        return None
+    with tenant_scope(hospital_id):
+        try:
+            return _run_in_scope(study_id, hospital_id)
+        except TRANSIENT_ERRORS:
+            if not final_attempt:
+                raise
+            log.exception("AI read of study %s failed on a transient error after all retries", study_id)
+            _fail_quietly(study_id, hospital_id, MSG_CRASHED)
+            return None
+        except Exception:
+            log.exception("AI read of study %s crashed", study_id)
+            _fail_quietly(study_id, hospital_id, MSG_CRASHED)
+            return None
+
+
+def give_up(study_id: int) -> None:
+    """Mark a study failed (image kept, can be re-run) unless it already has a result: used when
+    its read keeps killing the worker."""
+    with scopes_disabled():
+        row = Study.objects.filter(pk=study_id).values_list("hospital_id", "status").first()
+    if row is None or row[1] == StudyStatus.DONE:
+        return
+    _fail_quietly(study_id, row[0], MSG_CRASHED)
+
+
+def _set_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:
+    """``set_study_status`` (which announces the change on commit), also stamping ``updated_at``:
+    a queryset update skips ``auto_now``, and ``requeue_studies`` judges staleness by it."""
+    set_study_status(study_id, hospital_id, status, message, updated_at=timezone.now(), **fields)
+
+
+def _fail_quietly(study_id: int, hospital_id: int, message: str) -> None:
+    try:
+        _set_status(study_id, hospital_id, StudyStatus.FAILED, message)
+    except Exception:  # the database itself is away: requeue_studies recovers the study later
+        log.exception("Could not mark study %s as failed", study_id)
+
+
+def _run_in_scope(study_id: int, hospital_id: int) -> Diagnosis | None:
+    study = Study.objects.select_related("hospital").filter(pk=study_id).first()
+    if study is None:
+        return None
+    try:
+        chosen = registry.choose_versions(study.pk)
+    except registry.ModelNotAvailable as exc:
+        log.error("No active model for task %s: cannot read study %s", exc, study.pk)
+        _set_status(study.pk, hospital_id, StudyStatus.FAILED, MSG_NO_MODELS)
+        return None
+    router_mv = chosen[Task.ROUTER]
+    specialists = {Task.CHEST.value: chosen[Task.CHEST], Task.BRAIN.value: chosen[Task.BRAIN]}
+
+    candidate_keys = [versions_key(router_mv, None)] + [versions_key(router_mv, mv) for mv in specialists.values()]
+    existing = Diagnosis.objects.filter(study=study, versions_key__in=candidate_keys).order_by("-pk").first()
+    if existing is not None:
+        if study.status != StudyStatus.DONE:
+            modality = existing.route if not existing.refused else Modality.UNSUPPORTED
+            _set_status(study.pk, hospital_id, StudyStatus.DONE, _done_message(existing), modality=modality)
+        return existing
+
+    _set_status(study.pk, hospital_id, StudyStatus.PROCESSING, MSG_PROCESSING)
+    try:
+        data = read_encrypted(study.file_name, study.file_sha256)
+    except TamperedFileError as exc:
+        log.error("Study %s: stored file failed verification: %s", study.pk, exc)
+        with transaction.atomic():
+            audit.record("study.integrity_error", hospital=study.hospital, obj=study, detail=str(exc)[:200])
+            _set_status(study.pk, hospital_id, StudyStatus.FAILED, MSG_TAMPERED)
+        return None
+
+    from .pipeline.decode import DecodeError  # the pipeline (torch) is imported here, not at module import
+
+    pipeline = engine.get_pipeline(router_mv, specialists)
+    try:
+        result = pipeline.run(data)
+    except DecodeError as exc:
+        _set_status(study.pk, hospital_id, StudyStatus.FAILED, f"The image could not be read for the AI read: {exc}")
+        return None
+    return _store_result(study, result, router_mv, specialists)
+
+
+def _json_safe(value: Any) -> Any:
+    """Pipeline values (numpy scalars, tuples) as plain JSON."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy array or scalar
+        return _json_safe(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _done_message(diagnosis: Diagnosis) -> str:
+    if diagnosis.refused:
+        reason = (diagnosis.refusal_reason or "the image was not recognised").strip().rstrip(".")
+        if len(reason) > 1 and reason[1].islower():  # "This image…" → "this image…", "DICOM…" stays
+            reason = reason[0].lower() + reason[1:]
+        return MSG_REFUSED.format(reason=reason)[:500]
+    message = "AI second read ready"
+    if diagnosis.label:
+        confidence = diagnosis.confidence
+        pct = f" ({confidence * 100:.0f}%)" if confidence is not None else ""
+        message += f": {diagnosis.label_display}{pct}"
+    if diagnosis.modality_warning:
+        message += f". Note: {diagnosis.modality_warning}"
+    return message[:500]
+
+
+def _store_result(
+    study: Study, result: Any, router_mv: ModelVersion, specialists: dict[str, ModelVersion]
+) -> Diagnosis:
+    task = getattr(result, "task", None) or ""
+    refused = bool(getattr(result, "refused", False)) or not task
+    specialist_mv = None if refused else specialists.get(task)
+    route = str(getattr(result, "route", "") or Modality.UNSUPPORTED)
+    if route not in Modality.values:
+        route = Modality.UNSUPPORTED
+    overlay_png = None if refused else getattr(result, "overlay_png", None)
+    overlay = (
+        store_encrypted(overlay_png, folder=f"diagnoses/h{study.hospital_id}", suffix=".png") if overlay_png else None
+    )
+    fields = {
+        "hospital": study.hospital,
+        "route": route,
+        "route_probabilities": _json_safe(getattr(result, "route_probabilities", None) or {}),
+        "refused": refused,
+        "refusal_reason": str(getattr(result, "refusal_reason", "") or ("" if not refused else "not recognised"))[:500],
+        "modality_warning": str(getattr(result, "modality_warning", "") or "")[:500],
+        "task": "" if refused else task,
+        "label": "" if refused else str(getattr(result, "label", "") or ""),
+        "probabilities": {} if refused else _json_safe(getattr(result, "probabilities", None) or {}),
+        "overlay_name": overlay.name if overlay else "",
+        "overlay_sha256": overlay.sha256 if overlay else "",
+        "overlay_key_id": overlay.key_id if overlay else "",
+        "roi_box": None if refused else _json_safe(getattr(result, "roi_box", None)),
+        "router_version": router_mv,
+        "router_sha256": router_mv.weights_sha256,
+        "specialist_version": specialist_mv,
+        "specialist_sha256": specialist_mv.weights_sha256 if specialist_mv else "",
+        "timings_ms": _json_safe(getattr(result, "timings_ms", None) or {}),
+    }
+    try:
+        with transaction.atomic():
+            diagnosis, created = Diagnosis.objects.get_or_create(
+                study=study, versions_key=versions_key(router_mv, specialist_mv), defaults=fields
+            )
+            if created:
+                audit.record(
+                    "diagnosis.create",
+                    hospital=study.hospital,
+                    obj=diagnosis,
+                    study=study.pk,
+                    route=route,
+                    label=diagnosis.label,
+                    refused=refused,
+                    router=router_mv.version,
+                    specialist=specialist_mv.version if specialist_mv else "",
+                )
+            modality = diagnosis.route if not diagnosis.refused else Modality.UNSUPPORTED
+            _set_status(study.pk, study.hospital_id, StudyStatus.DONE, _done_message(diagnosis), modality=modality)
+    except BaseException:
+        if overlay:
+            delete_stored(overlay.name)
+        raise
+    if not created and overlay:  # a concurrent run stored the same read first
+        delete_stored(overlay.name)
+    return diagnosis
+
+
+def requeue_stuck_studies(older_than: dt.timedelta, *, dry_run: bool = False) -> list[int]:
+    """Send again the studies that sat in uploaded/queued/processing longer than ``older_than``
+    (a worker that crashed mid-read, a broker that was down when they were uploaded). Platform
+    operation across hospitals; the task itself is idempotent, so a study that was in fact
+    still running is not read twice."""
+    cutoff = timezone.now() - older_than
+    stuck_states = [StudyStatus.UPLOADED, StudyStatus.QUEUED, StudyStatus.PROCESSING]
+    with scopes_disabled():
+        stuck = list(
+            Study.objects.filter(status__in=stuck_states, updated_at__lt=cutoff)
+            .order_by("updated_at")
+            .values_list("pk", "hospital_id")
+        )
+    if dry_run:
+        return [pk for pk, _ in stuck]
+    for study_id, hospital_id in stuck:
+        with transaction.atomic():
+            _set_status(study_id, hospital_id, StudyStatus.QUEUED, MSG_QUEUED)
+            with tenant_scope(hospital_id):
+                audit.record("study.requeue", hospital=_hospital(hospital_id), study=study_id)
+            transaction.on_commit(lambda sid=study_id: enqueue_diagnosis(sid))
+    return [pk for pk, _ in stuck]
+
+
+def _hospital(hospital_id: int) -> Any:
+    from apps.accounts.models import Hospital
+
+    return Hospital.objects.get(pk=hospital_id)
+
+
+# --- Feedback -------------------------------------------------------------------------------
+
+
+def _check_reviewer(diagnosis: Diagnosis, doctor: Any) -> None:
+    if diagnosis.refused or not diagnosis.label:
+        raise ValidationError("This image was not read by a specialist model, so there is no AI label to review.")
+    is_doctor = Membership.objects.filter(
+        user=doctor, hospital_id=diagnosis.hospital_id, role=Role.DOCTOR, is_active=True
+    ).exists()
+    if not is_doctor:
+        raise ValidationError("Only doctors of this hospital can confirm or correct an AI read.")
+
+
+def _give_feedback(
+    diagnosis: Diagnosis, doctor: Any, action: str, label: str, comment: str, request: HttpRequest | None
+) -> Feedback:
+    with transaction.atomic():
+        feedback = Feedback.objects.create(
+            hospital_id=diagnosis.hospital_id,
+            diagnosis=diagnosis,
+            doctor=doctor,
+            action=action,
+            corrected_label=label if action == FeedbackAction.CORRECT else "",
+            comment=(comment or "").strip(),
+        )
+        audit.record(
+            f"diagnosis.{action}",
+            hospital=diagnosis.hospital,
+            actor=doctor,
+            obj=diagnosis,
+            request=request,
+            study=diagnosis.study_id,
+            ai_label=diagnosis.label,
+            label=feedback.final_label,
+            feedback=feedback.pk,
+        )
+        hospital_id, diagnosis_id, feedback_id = diagnosis.hospital_id, diagnosis.pk, feedback.pk
+        transaction.on_commit(
+            lambda: diagnosis_reviewed.send(
+                sender=Feedback, hospital_id=hospital_id, diagnosis_id=diagnosis_id, feedback_id=feedback_id
+            )
+        )
+    return feedback
+
+
+def confirm_diagnosis(
+    diagnosis: Diagnosis, doctor: Any, comment: str = "", *, request: HttpRequest | None = None
+) -> Feedback:
+    """The doctor agrees with the AI label."""
+    _check_reviewer(diagnosis, doctor)
+    return _give_feedback(diagnosis, doctor, FeedbackAction.CONFIRM, "", comment, request)
+
+
+def correct_diagnosis(
+    diagnosis: Diagnosis, doctor: Any, label: str, comment: str = "", *, request: HttpRequest | None = None
+) -> Feedback:
+    """The doctor replaces the AI label by ``label``, one of the specialist model's classes.
+    Choosing the AI's own label is recorded as a confirmation."""
+    _check_reviewer(diagnosis, doctor)
+    allowed = specialist_labels(diagnosis)
+    if label not in allowed:
+        choices = ", ".join(label_display(x) for x in allowed)
+        raise ValidationError(f"Choose one of the labels this model knows: {choices}.")
+    if label == diagnosis.label:
+        return _give_feedback(diagnosis, doctor, FeedbackAction.CONFIRM, "", comment, request)
+    return _give_feedback(diagnosis, doctor, FeedbackAction.CORRECT, label, comment, request)
+
+
+def specialist_labels(diagnosis: Diagnosis) -> list[str]:
+    """The classes the diagnosis's specialist model can answer, in its output order."""
+    if diagnosis.specialist_version_id and diagnosis.specialist_version and diagnosis.specialist_version.labels:
+        return [str(x) for x in diagnosis.specialist_version.labels]
+    return [str(x) for x in (diagnosis.probabilities or {})]
+
+
+def latest_feedback(diagnosis: Diagnosis) -> Feedback | None:
+    return diagnosis.feedback.select_related("doctor").order_by("-created_at", "-pk").first()

@@ -1,0 +1,63 @@
+"""Celery tasks of the AI second read.
+
+``diagnose_study`` is a thin wrapper around ``services.run_diagnosis``: it takes a study id
+(never an object), and the service re-enters that study's hospital scope. It is sent on commit
+when a study is created (``apps.studies.services.submit_study``) and again by
+``manage.py requeue_studies``; sending it twice is harmless (one Diagnosis per study and model
+versions). ``acks_late`` + ``reject_on_worker_lost``: a worker that dies mid-read leaves the
+message on the broker for another worker. Only transient errors are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from . import services
+
+log = logging.getLogger(__name__)
+
+#: A message redelivered this many times for the same attempt killed its worker each time (out of
+#: memory, hard time limit): give up on it instead of crashing workers forever.
+MAX_DELIVERIES = 3
+
+
+def _deliveries(task_id: str | None, retries: int) -> int:
+    """How often this very attempt (task id + retry number) has started, counted in the shared
+    cache (Redis in production). 1 on a first delivery; 0 if the cache is unavailable."""
+    if not task_id:
+        return 0
+    key = f"diagnosis:deliveries:{task_id}:{retries}"
+    try:
+        cache.add(key, 0, timeout=24 * 3600)
+        return int(cache.incr(key))
+    except Exception:  # noqa: BLE001 - a cache outage must not stop the read
+        log.warning("Could not count deliveries of task %s", task_id, exc_info=True)
+        return 0
+
+
+@shared_task(
+    bind=True,
+    name="diagnosis.diagnose_study",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.DIAGNOSIS_SOFT_TIME_LIMIT,
+    time_limit=settings.DIAGNOSIS_TIME_LIMIT,
+    autoretry_for=services.TRANSIENT_ERRORS,
+    max_retries=3,
+    retry_backoff=5,
+    retry_backoff_max=120,
+    retry_jitter=True,
+)
+def diagnose_study(self, study_id: int) -> int | None:  # type: ignore[no-untyped-def]
+    """Read one study with the AI pipeline; returns the Diagnosis id (None if none was stored)."""
+    if _deliveries(self.request.id, self.request.retries) > MAX_DELIVERIES:
+        log.error("Study %s: task %s killed its worker %d times; giving up", study_id, self.request.id, MAX_DELIVERIES)
+        services.give_up(int(study_id))
+        return None
+    final_attempt = self.request.retries >= (self.max_retries or 0)
+    diagnosis = services.run_diagnosis(int(study_id), final_attempt=final_attempt)
+    return diagnosis.pk if diagnosis is not None else None

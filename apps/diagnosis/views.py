@@ -1,0 +1,78 @@
+"""The AI read's downloads: the Grad-CAM overlay image and the study's status as JSON.
+
+The result itself is shown on the study page (``templates/diagnosis/_result.html``, included by
+``studies:study_detail``). Both views are for the clinicians who see the study.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+
+from apps.accounts import audit
+from apps.accounts.models import Role
+from apps.accounts.tenancy import role_required
+from apps.studies.storage import TamperedFileError, read_encrypted
+
+from . import access
+from .services import diagnosis_summary
+
+log = logging.getLogger(__name__)
+
+CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
+
+
+@role_required(*CLINICAL)
+def overlay(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
+    """The Grad-CAM heatmap overlay PNG of the study's latest AI read (decrypted, audited)."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    diagnosis = access.get_diagnosis(tenant, study_pk)
+    if not diagnosis.has_overlay:
+        raise Http404("This AI read has no heatmap.")
+    try:
+        png = read_encrypted(diagnosis.overlay_name, diagnosis.overlay_sha256)
+    except (TamperedFileError, OSError):
+        log.exception("Heatmap of diagnosis %s cannot be read", diagnosis.pk)
+        audit.record(
+            "diagnosis.integrity_error", hospital=tenant.hospital, actor=request.user, obj=diagnosis, request=request
+        )
+        return HttpResponse(
+            "The stored heatmap failed its integrity check and is not shown. Please contact your administrator.",
+            status=500,
+            content_type="text/plain; charset=utf-8",
+        )
+    audit.record(
+        "diagnosis.view_overlay",
+        hospital=tenant.hospital,
+        actor=request.user,
+        obj=diagnosis,
+        request=request,
+        study=study_pk,
+    )
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Disposition"] = f'inline; filename="study-{study_pk}-heatmap.png"'
+    return response
+
+
+@role_required(*CLINICAL)
+def study_status(request: HttpRequest, hospital_slug: str, study_pk: int) -> JsonResponse:
+    """Status, message and AI summary of a study: what a page that reconnects fetches to catch up."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    study, diagnosis = access.get_study_and_diagnosis(tenant, study_pk)
+    audit.record("study.view_status", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+    response = JsonResponse(
+        {
+            "study": study.pk,
+            "status": study.status,
+            "status_display": study.get_status_display(),
+            "message": study.status_message,
+            "modality": study.modality,
+            "finished": study.is_finished,
+            "updated_at": study.updated_at.isoformat(),
+            "diagnosis": diagnosis_summary(study, diagnosis),
+        }
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
