@@ -1,0 +1,131 @@
+"""Notifications (persisted, then pushed live) and the patient–doctor chat."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_scopes import ScopedManager
+
+from apps.accounts.models import Hospital
+
+MESSAGE_MAX_LENGTH = 2000
+
+
+class NotificationKind(models.TextChoices):
+    RESULT_READY = "result_ready", "AI read ready"
+    STUDY_FAILED = "study_failed", "AI read failed"
+    REPORT_SIGNED = "report_signed", "Report signed"
+    NEW_MESSAGE = "new_message", "New message"
+    STUDY_STATUS = "study_status", "Study status"
+
+
+class Notification(models.Model):
+    """Something a user should see, in one hospital: an AI result, a signed report, a message.
+
+    The row is the source of truth. The live push over WebSocket is only a courtesy (Channels
+    delivers at most once), so a client that reconnects asks for every row after the last id
+    it saw (``sync``) and nothing is lost.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=20, choices=NotificationKind.choices)
+    title = models.CharField(max_length=200)
+    body = models.CharField(max_length=500, blank=True)
+    url = models.CharField(max_length=300, blank=True, help_text="Page the notification links to.")
+    data = models.JSONField(default=dict, blank=True, help_text="Ids the client needs (study, conversation).")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["hospital", "user", "read_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.user}: {self.title}"
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None
+
+    def as_event(self) -> dict[str, object]:
+        """The JSON shape sent to browsers (WebSocket push, sync and the JSON fallback)."""
+        return {
+            "id": self.pk,
+            "kind": self.kind,
+            "title": self.title,
+            "body": self.body,
+            "url": self.url,
+            "data": self.data,
+            "created_at": self.created_at.isoformat(),
+            "read": self.is_read,
+        }
+
+
+class Conversation(models.Model):
+    """The message thread between one patient and one of their doctors.
+
+    It may be read and written only while the doctor is assigned to the patient
+    (``apps.studies.models.CareAssignment``); the patient side is ``patient.user``.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="conversations")
+    patient = models.ForeignKey("studies.Patient", on_delete=models.CASCADE, related_name="conversations")
+    doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["patient", "doctor"], name="unique_conversation_pair")]
+
+    def __str__(self) -> str:
+        return f"{self.patient} ↔ {self.doctor}"
+
+    @property
+    def group_name(self) -> str:
+        """Channels group of the open chat sockets; always carries the hospital."""
+        return conversation_group(self.hospital_id, self.pk)
+
+
+class Message(models.Model):
+    """One chat message. Stored as typed and always rendered escaped (never as HTML)."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="chat_messages")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages")
+    body = models.TextField(max_length=MESSAGE_MAX_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["conversation", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Message #{self.pk} from {self.sender}"
+
+    def as_event(self) -> dict[str, object]:
+        return {
+            "id": self.pk,
+            "conversation_id": self.conversation_id,
+            "sender_id": self.sender_id,
+            "sender_name": self.sender.display_name,
+            "body": self.body,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def user_group(hospital_id: int, user_id: int) -> str:
+    """Channels group of one user's notification sockets in one hospital."""
+    return f"h{hospital_id}.u{user_id}"
+
+
+def conversation_group(hospital_id: int, conversation_id: int) -> str:
+    return f"h{hospital_id}.c{conversation_id}"

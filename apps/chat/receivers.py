@@ -1,0 +1,115 @@
+"""Reactions to other apps' signals (connected in ChatConfig.ready()).
+
+* ``study_status_changed`` → a live ``study.status`` event to the doctors caring for the
+  patient and the uploader; a persisted "AI read ready" / "AI read failed" notification when
+  the read finishes.
+* ``care_assignment_ended`` → open chat sockets of that doctor–patient pair are told access
+  ended and close.
+
+Both signals are sent after commit by apps.studies.services. A failure here is logged and never
+propagated: it must not fail the diagnosis task or the unassignment that triggered it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.urls import NoReverseMatch, reverse
+
+from apps.accounts.models import Membership, Role
+from apps.accounts.tenancy import tenant_scope
+from apps.studies.models import CareAssignment, Study, StudyStatus
+
+from . import notifications
+from .models import Conversation, NotificationKind
+
+log = logging.getLogger(__name__)
+
+# Tried in order; the studies app owns the name of its study page.
+_STUDY_URL_NAMES = ("studies:study", "studies:study_detail", "studies:detail")
+
+
+def study_url(hospital_slug: str, study_id: int) -> str:
+    for name in _STUDY_URL_NAMES:
+        try:
+            return reverse(name, args=[hospital_slug, study_id])
+        except NoReverseMatch:
+            continue
+    return ""
+
+
+def study_recipients(study: Study) -> list[int]:
+    """Active clinicians who should hear about the study: assigned doctors and the uploader."""
+    candidates = set(
+        CareAssignment.objects.filter(hospital_id=study.hospital_id, patient_id=study.patient_id).values_list(
+            "doctor_id", flat=True
+        )
+    )
+    if study.uploaded_by_id:
+        candidates.add(study.uploaded_by_id)
+    return sorted(
+        set(
+            Membership.objects.filter(
+                hospital_id=study.hospital_id,
+                user_id__in=candidates,
+                is_active=True,
+                role__in=[Role.DOCTOR, Role.HOSPITAL_ADMIN],
+            ).values_list("user_id", flat=True)
+        )
+    )
+
+
+def on_study_status_changed(
+    sender: Any, *, study_id: int, hospital_id: int, status: str, message: str = "", **kwargs: Any
+) -> None:
+    try:
+        _study_status_changed(study_id, hospital_id, status, message)
+    except Exception:  # never fail the task that changed the status
+        log.exception("Could not announce the status of study %s", study_id)
+
+
+def _study_status_changed(study_id: int, hospital_id: int, status: str, message: str) -> None:
+    with tenant_scope(hospital_id):
+        study = Study.objects.filter(pk=study_id).select_related("patient", "hospital").first()
+        if study is None:
+            return
+        recipients = study_recipients(study)
+        label = StudyStatus(status).label if status in StudyStatus.values else status
+        event = {"type": "study.status", "study_id": study_id, "status": status, "label": label, "message": message}
+        for user_id in recipients:
+            notifications.push_event(hospital_id=hospital_id, user_id=user_id, event=event)
+        if status not in (StudyStatus.DONE, StudyStatus.FAILED):
+            return
+        patient = study.patient
+        if status == StudyStatus.DONE:
+            kind, title = NotificationKind.RESULT_READY, f"AI read ready for {patient.full_name} ({patient.mrn})"
+        else:
+            kind, title = NotificationKind.STUDY_FAILED, f"AI read failed for {patient.full_name} ({patient.mrn})"
+        url = study_url(study.hospital.slug, study_id)
+        for user_id in recipients:
+            notifications.notify(
+                hospital_id=hospital_id,
+                user_id=user_id,
+                kind=kind,
+                title=title,
+                body=message,
+                url=url,
+                data={"study_id": study_id, "status": status},
+            )
+
+
+def on_care_assignment_ended(sender: Any, *, hospital_id: int, patient_id: int, doctor_id: int, **kwargs: Any) -> None:
+    try:
+        with tenant_scope(hospital_id):
+            conversation_ids = list(
+                Conversation.objects.filter(
+                    hospital_id=hospital_id, patient_id=patient_id, doctor_id=doctor_id
+                ).values_list("pk", flat=True)
+            )
+        for conversation_id in conversation_ids:
+            notifications.group_send(
+                Conversation(pk=conversation_id, hospital_id=hospital_id).group_name, {"type": "chat.revoked"}
+            )
+    except Exception:
+        log.exception("Could not close the chat sockets of patient %s and doctor %s", patient_id, doctor_id)

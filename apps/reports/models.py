@@ -1,0 +1,162 @@
+"""Signed clinical reports: one row per version of a study's report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django_scopes import ScopedManager
+
+from apps.accounts.models import Hospital
+
+
+class ReportStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SIGNED = "signed", "Signed"
+    AMENDED = "amended", "Replaced by an amendment"
+
+
+class PdfStatus(models.TextChoices):
+    PENDING = "pending", "Being prepared"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Could not be produced"
+
+
+class ReportLocked(Exception):
+    """A signed (or superseded) report was about to be changed. Signed reports are immutable:
+    amend them instead, which creates a new version."""
+
+
+#: The only fields a signed report may still change: the rendered PDF, and ``status`` moving
+#: from signed to amended when a newer version is signed.
+MUTABLE_AFTER_SIGNING = frozenset(
+    {"status", "pdf_status", "pdf_name", "pdf_sha256", "pdf_key_id", "pdf_size", "pdf_rendered_at", "updated_at"}
+)
+
+
+class Report(models.Model):
+    """One version of the doctor's report on a study.
+
+    Lifecycle: ``draft`` → ``signed`` (immutable from then on; ``signed_by``/``signed_at``
+    recorded, the AI result snapshotted, a PDF rendered). Amending a signed report creates a
+    new row (``version`` + 1, ``supersedes`` pointing at the old one) that starts as a draft;
+    when the amendment is signed the old row becomes ``amended`` and stays readable. Until then
+    the old version remains the valid report, so an abandoned amendment changes nothing.
+
+    The immutability is enforced here (``save`` refuses to change a signed row) as well as in
+    the services, so no code path can quietly edit a signed report.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="reports")
+    study = models.ForeignKey("studies.Study", on_delete=models.PROTECT, related_name="reports")
+    patient = models.ForeignKey("studies.Patient", on_delete=models.PROTECT, related_name="reports")
+    version = models.PositiveIntegerField(default=1)
+    supersedes = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="amendment",
+        help_text="The signed version this one amends.",
+    )
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="authored_reports")
+    status = models.CharField(max_length=10, choices=ReportStatus.choices, default=ReportStatus.DRAFT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    findings = models.TextField(blank=True)
+    impression = models.TextField(blank=True)
+    final_label = models.CharField(
+        max_length=120, blank=True, help_text="The doctor's conclusion: a specialist label or free text."
+    )
+
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="signed_reports"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    # What the AI said, copied at signing so the report never changes when models do.
+    ai_task = models.CharField(max_length=40, blank=True)
+    ai_label = models.CharField(max_length=60, blank=True)
+    ai_confidence = models.FloatField(null=True, blank=True)
+    ai_model_version = models.CharField(max_length=120, blank=True)
+    ai_refused = models.BooleanField(default=False)
+    ai_note = models.CharField(max_length=500, blank=True, help_text="Refusal reason or modality warning.")
+
+    # The rendered PDF, encrypted (apps/studies/storage.py). sha256 is of the plaintext.
+    pdf_status = models.CharField(max_length=10, choices=PdfStatus.choices, default=PdfStatus.PENDING)
+    pdf_name = models.CharField(max_length=300, blank=True)
+    pdf_sha256 = models.CharField(max_length=64, blank=True)
+    pdf_key_id = models.CharField(max_length=40, blank=True)
+    pdf_size = models.PositiveBigIntegerField(null=True, blank=True)
+    pdf_rendered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["study", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "version"], name="unique_report_version"),
+            models.UniqueConstraint(fields=["study"], condition=Q(status="draft"), name="one_draft_report_per_study"),
+            models.UniqueConstraint(
+                fields=["study"], condition=Q(status="signed"), name="one_current_signed_report_per_study"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["hospital", "patient", "status"]),
+            models.Index(fields=["hospital", "-signed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Report v{self.version} on study #{self.study_id} ({self.get_status_display()})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        loaded = getattr(self, "_loaded_status", None)
+        if not self._state.adding and loaded in (ReportStatus.SIGNED, ReportStatus.AMENDED):
+            update_fields = kwargs.get("update_fields")
+            if update_fields is None or not set(update_fields) <= MUTABLE_AFTER_SIGNING:
+                raise ReportLocked("A signed report cannot be changed. Amend it to create a new version.")
+        super().save(*args, **kwargs)
+        self._loaded_status = self.status
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        if self.status != ReportStatus.DRAFT:
+            raise ReportLocked("A signed report cannot be deleted.")
+        return super().delete(*args, **kwargs)
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Report:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == ReportStatus.DRAFT
+
+    @property
+    def is_signed(self) -> bool:
+        """Signed at some point (current or superseded by an amendment)."""
+        return self.status in (ReportStatus.SIGNED, ReportStatus.AMENDED)
+
+    @property
+    def is_current(self) -> bool:
+        return self.status == ReportStatus.SIGNED
+
+    @property
+    def final_label_display(self) -> str:
+        from .ai import display_label
+
+        return display_label(self.final_label)
+
+    @property
+    def ai_label_display(self) -> str:
+        from .ai import display_label
+
+        return display_label(self.ai_label)
+
+    @property
+    def pdf_ready(self) -> bool:
+        return self.pdf_status == PdfStatus.READY and bool(self.pdf_name)

@@ -1,0 +1,307 @@
+"""State changes of reports: start, save a draft, sign, amend, render the PDF.
+
+Each runs in a transaction, writes an audit event, and schedules side effects (the PDF task,
+the patient's notification push) on commit. A signed report is immutable: every verb here
+refuses to change one (``ReportLocked``), and ``Report.save`` refuses as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.accounts import audit
+from apps.accounts.models import Membership, Role
+from apps.studies.models import CareAssignment, Study
+from apps.studies.storage import delete_stored, store_encrypted
+
+from . import ai
+from .models import PdfStatus, Report, ReportLocked, ReportStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NotAllowed",
+    "ReportLocked",
+    "amend_report",
+    "current_report",
+    "render_report_pdf_now",
+    "request_pdf",
+    "save_draft",
+    "sign_report",
+    "start_report",
+]
+
+FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
+
+
+class NotAllowed(PermissionDenied):
+    """The user is not a doctor of this hospital caring for the patient."""
+
+
+def _require_doctor(doctor: Any, study_or_report: Study | Report) -> None:
+    """Reports are written and signed by doctors of the hospital who care for the patient."""
+    hospital_id, patient_id = study_or_report.hospital_id, study_or_report.patient_id
+    if not Membership.objects.filter(user=doctor, hospital_id=hospital_id, role=Role.DOCTOR, is_active=True).exists():
+        raise NotAllowed("Only doctors of this hospital can write reports.")
+    if not CareAssignment.objects.filter(hospital_id=hospital_id, patient_id=patient_id, doctor=doctor).exists():
+        raise NotAllowed("Only a doctor caring for this patient can write their reports.")
+
+
+def current_report(study: Study) -> Report | None:
+    """The newest version of the study's report (a draft, or the signed one), or None."""
+    return (
+        Report.objects.filter(hospital_id=study.hospital_id, study=study)
+        .select_related("author", "signed_by", "supersedes")
+        .order_by("-version")
+        .first()
+    )
+
+
+def start_report(study: Study, doctor: Any, *, request: HttpRequest | None = None) -> Report:
+    """The study's open draft, created (version 1) if the study has no report yet.
+
+    Raises ``ReportLocked`` if the study already has a signed report: amend that instead.
+    """
+    _require_doctor(doctor, study)
+    with transaction.atomic():
+        # Lock the study row so two clicks cannot create two first drafts.
+        Study.objects.select_for_update().filter(pk=study.pk).first()
+        report = current_report(study)
+        if report is not None:
+            if report.is_draft:
+                return report
+            raise ReportLocked("This study already has a signed report. Amend it to make changes.")
+        report = Report.objects.create(
+            hospital_id=study.hospital_id, study=study, patient_id=study.patient_id, author=doctor, version=1
+        )
+        audit.record("report.start", hospital=study.hospital, actor=doctor, obj=report, request=request, study=study.pk)
+    return report
+
+
+def save_draft(
+    report: Report,
+    doctor: Any,
+    *,
+    findings: str,
+    impression: str,
+    final_label: str,
+    request: HttpRequest | None = None,
+) -> Report:
+    """Save the doctor's text on a draft. Refuses signed reports (``ReportLocked``)."""
+    _require_doctor(doctor, report)
+    final_label = (final_label or "").strip()
+    if len(final_label) > FINAL_LABEL_MAX:
+        raise ValidationError(f"The final label can be at most {FINAL_LABEL_MAX} characters.")
+    with transaction.atomic():
+        locked = Report.objects.select_for_update().get(pk=report.pk, hospital_id=report.hospital_id)
+        if not locked.is_draft:
+            raise ReportLocked("This report has been signed and can no longer be edited. Amend it instead.")
+        locked.findings = findings or ""
+        locked.impression = impression or ""
+        locked.final_label = final_label
+        locked.save(update_fields=["findings", "impression", "final_label", "updated_at"])
+        audit.record("report.save_draft", hospital=locked.hospital, actor=doctor, obj=locked, request=request)
+    _refresh(report, locked)
+    return report
+
+
+def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = None) -> Report:
+    """Sign a draft: record signer and time, snapshot the AI result, supersede the version it
+    amends, then (on commit) render the PDF and notify the patient.
+
+    Raises ``ReportLocked`` if it is already signed, ``ValidationError`` if it is incomplete.
+    """
+    _require_doctor(doctor, report)
+    with transaction.atomic():
+        locked = (
+            Report.objects.select_for_update()
+            .select_related("study", "patient", "hospital")
+            .get(pk=report.pk, hospital_id=report.hospital_id)
+        )
+        if not locked.is_draft:
+            raise ReportLocked("This report is already signed.")
+        missing = []
+        if not locked.final_label.strip():
+            missing.append("a final label")
+        if not locked.impression.strip():
+            missing.append("an impression")
+        if missing:
+            raise ValidationError(f"Before signing, please add {' and '.join(missing)}.")
+
+        snapshot = ai.snapshot(locked.study)
+        for field, value in snapshot.items():
+            setattr(locked, field, value)
+        locked.status = ReportStatus.SIGNED
+        locked.signed_by = doctor
+        locked.signed_at = timezone.now()
+        locked.pdf_status = PdfStatus.PENDING
+
+        if locked.supersedes_id is not None:
+            previous = Report.objects.select_for_update().get(pk=locked.supersedes_id)
+            previous.status = ReportStatus.AMENDED
+            previous.save(update_fields=["status", "updated_at"])
+        # The previous version must leave "signed" before this one enters it (unique constraint).
+        locked.save()
+        audit.record(
+            "report.sign",
+            hospital=locked.hospital,
+            actor=doctor,
+            obj=locked,
+            request=request,
+            version=locked.version,
+            final_label=locked.final_label,
+            supersedes=locked.supersedes_id,
+        )
+        _notify_patient(locked)
+        report_id = locked.pk
+        transaction.on_commit(lambda: _enqueue_pdf(report_id))
+    _refresh(report, locked)
+    return report
+
+
+def amend_report(report: Report, doctor: Any, *, request: HttpRequest | None = None) -> Report:
+    """Start an amendment of a signed report: a new draft version that supersedes it once signed.
+
+    If an amendment draft already exists, it is returned. The signed version stays the valid
+    report (and stays readable for ever) until the amendment is signed.
+    """
+    _require_doctor(doctor, report)
+    with transaction.atomic():
+        locked = Report.objects.select_for_update().get(pk=report.pk, hospital_id=report.hospital_id)
+        if locked.is_draft:
+            raise ReportLocked("Only a signed report can be amended; this one is still a draft.")
+        existing = Report.objects.filter(supersedes=locked).first()
+        if existing is not None:
+            if existing.is_draft:
+                return existing
+            raise ReportLocked("This version has already been amended. Amend the newest version instead.")
+        amendment = Report.objects.create(
+            hospital_id=locked.hospital_id,
+            study_id=locked.study_id,
+            patient_id=locked.patient_id,
+            author=doctor,
+            version=locked.version + 1,
+            supersedes=locked,
+            findings=locked.findings,
+            impression=locked.impression,
+            final_label=locked.final_label,
+        )
+        audit.record(
+            "report.amend",
+            hospital=locked.hospital,
+            actor=doctor,
+            obj=amendment,
+            request=request,
+            supersedes=locked.pk,
+            version=amendment.version,
+        )
+    return amendment
+
+
+def request_pdf(report: Report, actor: Any, *, request: HttpRequest | None = None) -> None:
+    """Queue the PDF again for a signed report whose rendering failed."""
+    if not report.is_signed:
+        raise ReportLocked("Only signed reports have a PDF.")
+    with transaction.atomic():
+        Report.objects.filter(pk=report.pk, hospital_id=report.hospital_id).exclude(pdf_status=PdfStatus.READY).update(
+            pdf_status=PdfStatus.PENDING
+        )
+        audit.record("report.pdf_requeue", hospital=report.hospital, actor=actor, obj=report, request=request)
+        report_id = report.pk
+        transaction.on_commit(lambda: _enqueue_pdf(report_id))
+
+
+def _enqueue_pdf(report_id: int) -> None:
+    from .tasks import render_report_pdf
+
+    try:
+        render_report_pdf.delay(report_id)
+    except Exception:  # broker down: the PDF stays "pending"; "Try again" re-queues it
+        log.exception("Could not queue the PDF of report %s", report_id)
+
+
+def _notify_patient(report: Report) -> None:
+    """Tell the patient (if they have a login) that a signed report is waiting for them.
+
+    The notification row is written in the signing transaction; the chat app pushes it live on
+    commit.
+    """
+    user_id = report.patient.user_id
+    if user_id is None:
+        return
+    from apps.chat.notifications import notify
+
+    amended = report.supersedes_id is not None
+    notify(
+        hospital_id=report.hospital_id,
+        user_id=user_id,
+        kind="report_signed",
+        title="Your updated report is ready" if amended else "Your report is ready",
+        body=f"Signed by {report.signed_by.display_name}." if report.signed_by else "",
+        url=reverse("reports:my_report", args=[report.hospital.slug, report.pk]),
+        data={"report_id": report.pk},
+    )
+
+
+def render_report_pdf_now(report_id: int) -> Report | None:
+    """Render and store the PDF of a signed report (the Celery task's body; call in a scope).
+
+    Idempotent: a report whose PDF is already stored is left alone, and if two runs race only
+    the first stored file is kept.
+    """
+    from .pdf import render_report_pdf_bytes
+
+    report = Report.objects.select_related("hospital", "patient", "study", "signed_by").filter(pk=report_id).first()
+    if report is None or not report.is_signed:
+        return None
+    if report.pdf_ready:
+        return report
+    try:
+        pdf = render_report_pdf_bytes(report)
+    except Exception:
+        log.exception("Rendering the PDF of report %s failed", report_id)
+        Report.objects.filter(pk=report_id).exclude(pdf_status=PdfStatus.READY).update(pdf_status=PdfStatus.FAILED)
+        raise
+    blob = store_encrypted(pdf, folder=f"reports/h{report.hospital_id}", suffix=".pdf")
+    try:
+        with transaction.atomic():
+            locked = Report.objects.select_for_update().get(pk=report_id)
+            if locked.pdf_ready:  # another run won the race: keep its file
+                transaction.on_commit(lambda: delete_stored(blob.name))
+                return locked
+            locked.pdf_name = blob.name
+            locked.pdf_sha256 = blob.sha256
+            locked.pdf_key_id = blob.key_id
+            locked.pdf_size = blob.size
+            locked.pdf_status = PdfStatus.READY
+            locked.pdf_rendered_at = timezone.now()
+            locked.save(
+                update_fields=[
+                    "pdf_name",
+                    "pdf_sha256",
+                    "pdf_key_id",
+                    "pdf_size",
+                    "pdf_status",
+                    "pdf_rendered_at",
+                    "updated_at",
+                ]
+            )
+            audit.record("report.pdf_render", hospital=locked.hospital, obj=locked, sha256=blob.sha256, size=blob.size)
+    except BaseException:
+        delete_stored(blob.name)
+        raise
+    return locked
+
+
+def _refresh(target: Report, source: Report) -> None:
+    """Copy the saved state back onto the caller's instance."""
+    for field in target._meta.concrete_fields:
+        setattr(target, field.attname, getattr(source, field.attname))
+    target._loaded_status = source.status
