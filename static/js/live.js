@@ -1,0 +1,227 @@
+/* ImageMedix live updates: notifications and study status over one WebSocket.
+ *
+ * Included by base.html as
+ *   <script src="/static/js/live.js" defer data-ws-url="/ws/h/<slug>/notifications/"></script>
+ *
+ * - Reconnects with exponential backoff; after a reconnect asks the server for every
+ *   notification it missed ("sync"), because pushes are delivered at most once.
+ * - [data-study-status="<id>"]: text = human status label, class status-<status>.
+ * - [data-study-message="<id>"]: text = the status message.
+ * - #notif-count: the unread count.
+ * - [data-live-reload-on-done="<id>"]: when that study finishes, #study-result is re-fetched
+ *   (or the page reloads).
+ * All text goes in with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript || document.querySelector("script[data-ws-url]");
+  var path = script && script.getAttribute("data-ws-url");
+  if (!path || !("WebSocket" in window)) {
+    return;
+  }
+  var url = (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + path;
+
+  // Close codes the server uses when retrying cannot help (see apps/chat/consumers.py).
+  var FINAL_CODES = { 4401: true, 4403: true, 4404: true };
+  var MAX_DELAY_MS = 30000;
+
+  var socket = null;
+  var attempts = 0;
+  var lastId = null; // newest notification id seen; null until the first "hello"
+  var retryTimer = null;
+  var stopped = false;
+
+  function each(selector, fn) {
+    Array.prototype.forEach.call(document.querySelectorAll(selector), fn);
+  }
+
+  function cssEscape(value) {
+    return window.CSS && CSS.escape ? CSS.escape(String(value)) : String(value).replace(/["\\]/g, "\\$&");
+  }
+
+  function setUnread(count) {
+    var el = document.getElementById("notif-count");
+    if (!el || typeof count !== "number") {
+      return;
+    }
+    el.textContent = count > 0 ? String(count) : "";
+    el.setAttribute("aria-label", count === 1 ? "1 unread" : count + " unread");
+    el.setAttribute("data-unread", String(count));
+    el.classList.toggle("has-unread", count > 0);
+  }
+
+  function announce(text) {
+    var region = document.getElementById("live-announcer");
+    if (!region) {
+      region = document.createElement("div");
+      region.id = "live-announcer";
+      region.className = "visually-hidden";
+      region.setAttribute("role", "status");
+      region.setAttribute("aria-live", "polite");
+      document.body.appendChild(region);
+    }
+    region.textContent = text;
+  }
+
+  function updateStudy(event) {
+    var id = cssEscape(event.study_id);
+    each('[data-study-status="' + id + '"]', function (el) {
+      el.textContent = event.label || event.status;
+      Array.prototype.slice.call(el.classList).forEach(function (cls) {
+        if (cls.indexOf("status-") === 0) {
+          el.classList.remove(cls);
+        }
+      });
+      el.classList.add("status-" + event.status);
+    });
+    each('[data-study-message="' + id + '"]', function (el) {
+      el.textContent = event.message || "";
+    });
+    if (event.status === "done" || event.status === "failed") {
+      var holder = document.querySelector('[data-live-reload-on-done="' + id + '"]');
+      if (holder) {
+        refreshStudyResult();
+      }
+    }
+  }
+
+  function refreshStudyResult() {
+    var current = document.getElementById("study-result");
+    if (!current || !window.fetch || !window.DOMParser) {
+      window.location.reload();
+      return;
+    }
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("study-result");
+        if (!fresh) {
+          throw new Error("no #study-result");
+        }
+        current.replaceWith(document.importNode(fresh, true));
+      })
+      .catch(function () {
+        window.location.reload();
+      });
+  }
+
+  function addToList(n) {
+    var list = document.getElementById("notification-list");
+    if (!list || list.querySelector('[data-notification-id="' + cssEscape(n.id) + '"]')) {
+      return;
+    }
+    var item = document.createElement("li");
+    item.className = "card notification unread";
+    item.setAttribute("data-notification-id", String(n.id));
+    var title = document.createElement(n.url ? "a" : "strong");
+    if (n.url && n.url.charAt(0) === "/" && n.url.charAt(1) !== "/") {
+      title.href = n.url;
+    }
+    title.textContent = n.title;
+    var p = document.createElement("p");
+    p.appendChild(title);
+    item.appendChild(p);
+    if (n.body) {
+      var body = document.createElement("p");
+      body.textContent = n.body;
+      item.appendChild(body);
+    }
+    list.insertBefore(item, list.firstChild);
+  }
+
+  function receiveNotification(n) {
+    if (lastId !== null && n.id <= lastId) {
+      return; // already seen (a push and a sync can overlap)
+    }
+    lastId = Math.max(lastId || 0, n.id);
+    addToList(n);
+    announce(n.title);
+  }
+
+  function onMessage(raw) {
+    var data;
+    try {
+      data = JSON.parse(raw.data);
+    } catch (e) {
+      return;
+    }
+    switch (data.type) {
+      case "hello":
+        setUnread(data.unread);
+        if (lastId === null) {
+          lastId = data.last_id || 0;
+        } else if ((data.last_id || 0) > lastId) {
+          socket.send(JSON.stringify({ type: "sync", since: lastId }));
+        }
+        break;
+      case "sync":
+        (data.notifications || []).forEach(receiveNotification);
+        setUnread(data.unread);
+        break;
+      case "notification":
+        receiveNotification(data.notification);
+        setUnread(data.unread);
+        break;
+      case "unread":
+        setUnread(data.unread);
+        break;
+      case "study.status":
+        updateStudy(data);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function scheduleReconnect() {
+    if (stopped || retryTimer) {
+      return;
+    }
+    var delay = Math.min(MAX_DELAY_MS, 1000 * Math.pow(2, attempts));
+    delay = delay / 2 + Math.random() * (delay / 2); // jitter: clients do not reconnect in lockstep
+    attempts += 1;
+    retryTimer = window.setTimeout(function () {
+      retryTimer = null;
+      connect();
+    }, delay);
+  }
+
+  function connect() {
+    if (stopped || (socket && socket.readyState <= 1)) {
+      return;
+    }
+    socket = new WebSocket(url);
+    socket.onopen = function () {
+      attempts = 0;
+    };
+    socket.onmessage = onMessage;
+    socket.onclose = function (event) {
+      socket = null;
+      if (FINAL_CODES[event.code]) {
+        stopped = true;
+        return;
+      }
+      scheduleReconnect();
+    };
+  }
+
+  // Come back promptly when the network or the tab does.
+  window.addEventListener("online", function () {
+    attempts = 0;
+    connect();
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && !socket && !retryTimer) {
+      connect();
+    }
+  });
+
+  connect();
+})();

@@ -1,0 +1,114 @@
+"""Training is part of the product: a one-epoch run on a tiny generated ImageFolder writes a
+loadable, versioned artifact with a model card (no ../shared data needed)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps.diagnosis.pipeline import TwoStagePipeline, load_artifact
+from apps.diagnosis.pipeline.training import TASK_LABELS, evaluate, train, validation_mask
+
+
+def _folder(root, labels, per_class, seed, name_fmt="img{i}_{label}.png"):
+    rng = np.random.default_rng(seed)
+    for c, label in enumerate(labels):
+        d = root / label
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            base = np.full((48, 48), 40 + 60 * c, np.float32) + rng.normal(0, 12, (48, 48))
+            Image.fromarray(base.clip(0, 255).astype("uint8")).save(d / name_fmt.format(i=i, label=label, c=c))
+
+
+@pytest.fixture
+def chest_folder(tmp_path):
+    labels = TASK_LABELS["chest"]
+    _folder(tmp_path / "data" / "train", labels, 8, 0, "person{i}{c}_x_{i}.png")
+    _folder(tmp_path / "data" / "test", labels, 3, 1)
+    return tmp_path / "data"
+
+
+def test_one_epoch_training_writes_a_loadable_artifact_and_card(chest_folder, tmp_path):
+    out = train(
+        "chest",
+        chest_folder,
+        tmp_path / "weights",
+        epochs=1,
+        img_size=32,
+        batch_size=4,
+        pretrained=None,
+        bf16=False,
+        log=lambda *_: None,
+    )
+    assert (out / "model.safetensors").stat().st_size > 1_000_000
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == "chest" and card["labels"] == TASK_LABELS["chest"]
+    assert card["version"].startswith("chest-") and card["input_size"] == 32
+    assert card["temperature"] > 0 and len(card["data_manifest_sha256"]) == 64
+    test = card["test_metrics"]
+    assert test["n"] == 9 and np.array(test["confusion_matrix"]).sum() == 9
+    assert 0 <= test["ece"] <= 1 and set(test["per_class"]) == set(TASK_LABELS["chest"])
+    assert "pneumonia_vs_normal_accuracy" in card["extra_test_metrics"]
+    assert (out / "card.md").read_text().startswith("# Model card: chest")
+    assert (out / "confusion.png").exists() and (out / "reliability.png").exists()
+
+    artifact = load_artifact(out)
+    assert artifact.sha256 == card["weights_sha256"] and artifact.labels == TASK_LABELS["chest"]
+    metrics = evaluate(out, chest_folder)
+    assert metrics["n"] == 9 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_second_training_gets_a_new_version(chest_folder, tmp_path):
+    kwargs = dict(epochs=1, img_size=32, batch_size=4, pretrained=None, bf16=False, log=lambda *_: None)
+    first = train("chest", chest_folder, tmp_path / "w", **kwargs)
+    second = train("chest", chest_folder, tmp_path / "w", **kwargs)
+    assert first != second and first.parent == second.parent
+
+
+def test_unknown_training_option_is_refused(chest_folder, tmp_path):
+    with pytest.raises(TypeError):
+        train("chest", chest_folder, tmp_path / "w", epochs=1, learning_rate_typo=3)
+
+
+def test_chest_validation_split_keeps_each_patient_on_one_side():
+    names = [f"person{p}_bacteria_{i}.jpg" for p in range(40) for i in range(3)] + [
+        f"IM-{p:04d}-0001.jpg" for p in range(40)
+    ]
+    ys = np.zeros(len(names), int)
+    mask = validation_mask("chest", names, ys, 0.2, seed=0)
+    by_patient = {}
+    for name, is_val in zip(names, mask, strict=True):
+        pid = name.split("_")[0] if name.startswith("person") else name[:7]
+        by_patient.setdefault(pid, set()).add(bool(is_val))
+    assert all(len(sides) == 1 for sides in by_patient.values())
+    assert 0.1 < mask.mean() < 0.35
+
+
+def test_pipeline_from_trained_artifacts_runs_end_to_end(chest_folder, tmp_path):
+    """Router + specialists built by train() plug straight into TwoStagePipeline."""
+    kwargs = dict(epochs=1, img_size=32, batch_size=4, pretrained=None, bf16=False, log=lambda *_: None)
+    chest = load_artifact(train("chest", chest_folder, tmp_path / "w" / "chest", **kwargs))
+    brain_root = tmp_path / "brain"
+    _folder(brain_root / "train", TASK_LABELS["brain"], 4, 2)
+    brain = load_artifact(train("brain", brain_root, tmp_path / "w" / "brain", preprocessing="zscore", **kwargs))
+    assert brain.preprocessing == "zscore" and chest.preprocessing == "none"
+    assert "z-score" in brain.card["preprocessing"]
+    # a router trained on chest vs brain vs generated negatives
+    router_root = tmp_path / "router"
+    for sub, src in (("chest_xray", chest_folder), ("brain_mri", brain_root)):
+        (router_root / sub).mkdir(parents=True)
+        (router_root / sub / "train").symlink_to(src / "train")
+    router = load_artifact(
+        train("router", router_root, tmp_path / "w" / "router", positives_per_class=12, negatives=24, **kwargs)
+    )
+    assert router.thresholds["min_confidence"] >= 0.5
+    pipe = TwoStagePipeline(router=router, specialists={"chest": chest, "brain": brain})
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 100, np.uint8)).save(buf, format="PNG")
+    result = pipe.run(buf.getvalue())
+    assert result.route in {"chest_xray", "brain_mri", "unsupported"}
+    assert abs(sum(result.route_probabilities.values()) - 1) < 1e-4
+    assert "decode" in result.timings_ms and "total" in result.timings_ms

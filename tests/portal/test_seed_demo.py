@@ -1,0 +1,100 @@
+"""``manage.py seed_demo`` on the generated-image path: the demo world, its logins, and that a
+second run changes nothing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django_scopes import scopes_disabled
+
+from apps.accounts.models import Hospital, Membership, Role, User
+from apps.studies.management.commands import seed_demo
+from apps.studies.models import CareAssignment, Patient, Study
+from apps.studies.storage import read_encrypted
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def no_datasets(monkeypatch, tmp_path):
+    monkeypatch.setattr(seed_demo, "datasets_dir", lambda: tmp_path / "no-such-datasets")
+
+
+def run() -> str:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def counts() -> dict[str, int]:
+    with scopes_disabled():
+        return {
+            "hospitals": Hospital.objects.count(),
+            "users": User.objects.count(),
+            "memberships": Membership.objects.count(),
+            "patients": Patient.objects.count(),
+            "assignments": CareAssignment.objects.count(),
+            "studies": Study.objects.count(),
+        }
+
+
+def test_seed_demo_builds_the_demo_world_from_generated_images(no_datasets):
+    output = run()
+    assert counts() == {
+        "hospitals": 2,
+        "users": 1 + 2 * (1 + 2 + 4),
+        "memberships": 2 * (1 + 2 + 4),
+        "patients": 8,
+        "assignments": 8,
+        "studies": 8,
+    }
+    assert "generated images" in output
+    assert "ImageMedix-demo-1" in output
+    for email in (
+        "admin@imagemedix.local",
+        "admin@st-mary.imagemedix.local",
+        "hart@st-mary.imagemedix.local",
+        "john.smith@patients.imagemedix.local",
+        "patel@riverside.imagemedix.local",
+    ):
+        assert email in output
+    hospital_admin = User.objects.get(email="admin@st-mary.imagemedix.local")
+    assert hospital_admin.is_staff and not hospital_admin.is_superuser
+    root = User.objects.get(email="admin@imagemedix.local")
+    assert root.is_superuser and root.check_password("ImageMedix-demo-1")
+
+    with scopes_disabled():
+        st_mary = Hospital.objects.get(slug="st-mary")
+        assert st_mary.name == "St Mary's Hospital"
+        assert Hospital.objects.get(slug="riverside").name == "Riverside Clinic"
+        for doctor in User.objects.filter(memberships__hospital=st_mary, memberships__role=Role.DOCTOR):
+            assert CareAssignment.objects.filter(doctor=doctor).count() == 2
+        for patient in Patient.objects.all():
+            assert patient.user is not None and patient.user.check_password("ImageMedix-demo-1")
+            assert Membership.objects.filter(user=patient.user, hospital=patient.hospital, role=Role.PATIENT).exists()
+        study = Study.objects.filter(hospital=st_mary).first()
+        data = read_encrypted(study.file_name, study.file_sha256)
+        assert data.startswith(b"\x89PNG") and study.source_format == "png"
+        assert study.uploaded_by is not None
+
+
+def test_seed_demo_is_idempotent(no_datasets):
+    run()
+    before = counts()
+    output = run()
+    assert counts() == before
+    assert "study #" not in output  # studies are only created the first time
+
+
+def test_seed_demo_logs_in_the_demo_doctor_to_a_caseload(client, no_datasets):
+    run()
+    response = client.post(
+        "/accounts/login/", {"username": "hart@st-mary.imagemedix.local", "password": "ImageMedix-demo-1"}
+    )
+    assert response.status_code == 302
+    caseload = client.get("/h/st-mary/")
+    assert caseload.status_code == 200
+    html = caseload.content.decode()
+    assert "SMITH, John" in html and "GARCIA, Maria" in html and "CHEN, Wei" not in html

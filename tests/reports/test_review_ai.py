@@ -1,0 +1,133 @@
+"""The review screen with an AI read: heatmap, probabilities, refusal, feedback; and the AI
+result carried into the signed report, its PDF and the history timeline."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.urls import reverse
+from django_scopes import scopes_disabled
+from pypdf import PdfReader
+
+from apps.accounts.models import AuditEvent
+from apps.reports import services
+from apps.reports.models import Report
+from apps.studies.storage import read_encrypted
+
+from .helpers import make_diagnosis, write_report
+
+pytestmark = pytest.mark.django_db
+
+
+def url(name, *args):
+    return reverse(name, args=["st-mary", *args])
+
+
+def test_review_shows_heatmap_probabilities_and_model(client, world, paul_study, paul_diagnosis):
+    client.force_login(world.alice)
+    html = client.get(url("reports:review", paul_study.pk)).content.decode()
+    assert url("diagnosis:overlay", paul_study.pk) in html and url("studies:study_image", paul_study.pk) in html
+    assert 'id="overlay-opacity"' in html and 'id="roi-toggle"' in html
+    # ROI box [8, 16, 40, 48] on a 64×64 image, as percentages of the image.
+    assert "left:12.50%;top:25.00%;width:50.00%;height:50.00%" in html
+    for name, pct in (("Viral pneumonia", 70), ("Bacterial pneumonia", 20), ("Normal", 10)):
+        assert name in html and f"{pct}%" in html
+    assert "70% confidence" in html
+    assert "chest reports-test (weights bbbbbbbbbbbb)" in html
+    assert "assistive, not a diagnosis" in html
+    assert 'action="' + url("reports:feedback", paul_study.pk) + '"' in html
+
+
+def test_review_shows_a_refusal_plainly(client, world, paul_study):
+    make_diagnosis(paul_study, refused=True)
+    client.force_login(world.alice)
+    html = client.get(url("reports:review", paul_study.pk)).content.decode()
+    assert "The AI did not read this image." in html
+    assert "it looks like a photograph, not a medical image" in html
+    assert url("reports:feedback", paul_study.pk) not in html  # nothing to confirm
+    assert 'name="findings"' in html  # the doctor can still report
+
+
+def test_review_shows_a_modality_mismatch(client, world, paul_study):
+    make_diagnosis(paul_study, modality_warning="The DICOM header says CT, but the image looks like a chest X-ray.")
+    client.force_login(world.alice)
+    html = client.get(url("reports:review", paul_study.pk)).content.decode()
+    assert "Image type mismatch" in html and "The DICOM header says CT" in html
+
+
+def test_confirm_and_correct_feed_feedback(client, world, paul_study, paul_diagnosis):
+    from apps.diagnosis.models import Feedback
+
+    client.force_login(world.alice)
+    response = client.post(url("reports:feedback", paul_study.pk), {"action": "confirm", "comment": "Agree."})
+    assert response.status_code == 302
+    response = client.post(
+        url("reports:feedback", paul_study.pk),
+        {"action": "correct", "corrected_label": "bacterial_pneumonia", "comment": "Lobar pattern."},
+    )
+    assert response.status_code == 302
+    with scopes_disabled():
+        rows = list(Feedback.objects.filter(diagnosis=paul_diagnosis).order_by("pk"))
+        assert [(f.action, f.corrected_label, f.comment, f.doctor) for f in rows] == [
+            ("confirm", "", "Agree.", world.alice),
+            ("correct", "bacterial_pneumonia", "Lobar pattern.", world.alice),
+        ]
+        assert AuditEvent.objects.filter(action="diagnosis.correct", actor=world.alice).exists()
+    html = client.get(url("reports:review", paul_study.pk)).content.decode()
+    assert "corrected the AI label to <strong>Bacterial pneumonia</strong>" in html and "Lobar pattern." in html
+    # The doctor's corrected label is offered as the report's final label.
+    assert '<option value="bacterial_pneumonia" selected>' in html
+
+
+def test_correct_needs_a_label(client, world, paul_study, paul_diagnosis):
+    from apps.diagnosis.models import Feedback
+
+    client.force_login(world.alice)
+    response = client.post(url("reports:feedback", paul_study.pk), {"action": "correct", "corrected_label": ""})
+    assert response.status_code == 400
+    assert "Please choose the label you believe is correct." in response.content.decode()
+    with scopes_disabled():
+        assert not Feedback.objects.exists()
+
+
+@pytest.mark.parametrize(("persona", "status"), [("bob", 404), ("dora", 404), ("paul", 403), ("carol", 403)])
+def test_feedback_is_refused_to_others(client, world, paul_study, paul_diagnosis, persona, status):
+    from apps.diagnosis.models import Feedback
+
+    client.force_login(getattr(world, persona))
+    response = client.post(url("reports:feedback", paul_study.pk), {"action": "confirm"})
+    assert response.status_code == status
+    with scopes_disabled():
+        assert not Feedback.objects.exists()
+
+
+def test_signing_snapshots_the_ai_result_and_the_pdf_shows_it(world, paul_study, paul_diagnosis):
+    report = write_report(paul_study, world.alice, final_label="viral_pneumonia", sign=True)
+    with scopes_disabled():
+        report = Report.objects.get(pk=report.pk)
+        assert (report.ai_task, report.ai_label, report.ai_confidence) == ("chest", "viral_pneumonia", 0.7)
+        assert "reports-test" in report.ai_model_version and "bbbbbbbbbbbb" in report.ai_model_version
+        report = services.render_report_pdf_now(report.pk)
+        data = read_encrypted(report.pdf_name, report.pdf_sha256)
+    reader = PdfReader(io.BytesIO(data))
+    text = " ".join(" ".join((page.extract_text() or "") for page in reader.pages).split())
+    assert "Viral pneumonia (confidence 70%)" in text
+    assert "chest reports-test" in text
+    images = {image.data for page in reader.pages for image in page.images}
+    assert len(images) == 2, "the study thumbnail and the heatmap thumbnail are embedded"
+
+
+def test_timeline_shows_ai_reads_and_corrections(client, world, paul_study, paul_diagnosis):
+    from apps.diagnosis import services as diagnosis_services
+
+    with scopes_disabled():
+        diagnosis_services.correct_diagnosis(paul_diagnosis, world.alice, "bacterial_pneumonia", "Lobar.")
+    write_report(paul_study, world.alice, final_label="bacterial_pneumonia", sign=True)
+    client.force_login(world.alice)
+    html = client.get(url("reports:timeline", world.paul_record.pk)).content.decode()
+    assert f"AI second read of study #{paul_study.pk}" in html and "Viral pneumonia (70% confidence)" in html
+    assert "AI label corrected" in html and "Viral pneumonia → Bacterial pneumonia" in html
+    assert "Report v1 signed" in html
+    # Newest first: the report comes before the correction, which comes before the upload.
+    assert html.index("Report v1 signed") < html.index("AI label corrected") < html.index("uploaded")

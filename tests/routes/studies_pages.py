@@ -1,0 +1,95 @@
+"""Clinician pages of apps/studies (caseload, patients, upload, studies) and the hospital admin's
+pages (audit log, members, assignments), for tests/test_tenancy_matrix.py.
+
+Who may do what:
+* caseload, upload form, new patient: any doctor or hospital admin (Bob's caseload is empty,
+  so he gets 200 with an empty list; his upload for Paul is refused with a 400);
+* patient, study, image: only the patient's doctors and the hospital admins (Bob: 404);
+* audit log, members, assignments: hospital admins only (doctors: 403).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.factories import MembershipFactory, UserFactory, make_study, png_bytes
+from tests.routes import Route
+
+_seq = itertools.count()
+
+
+def _paul(w: Any) -> dict[str, Any]:
+    return {"pk": w.paul_record.pk}
+
+
+def _paul_study(w: Any) -> dict[str, Any]:
+    return {"pk": make_study(w.paul_record, w.alice).pk}
+
+
+def _new_patient(w: Any) -> dict[str, Any]:
+    return {
+        "mrn": f"MX-{next(_seq):05d}",
+        "given_name": "Nina",
+        "family_name": "North",
+        "birth_date": "1990-02-03",
+        "sex": "F",
+    }
+
+
+def _upload(w: Any) -> dict[str, Any]:
+    return {"patient": w.paul_record.pk, "image": SimpleUploadedFile("chest.png", png_bytes(), "image/png")}
+
+
+def _new_member(w: Any) -> dict[str, Any]:
+    return {
+        "email": f"member{next(_seq)}@example.org",
+        "role": "doctor",
+        "full_name": "Dr New",
+        "password": "A-long-Passphrase-9",
+    }
+
+
+def _membership_of_a(w: Any) -> dict[str, Any]:
+    user = UserFactory(email=f"leaver{next(_seq)}@example.org")
+    return {"pk": MembershipFactory(user=user, hospital=w.a, role="doctor").pk}
+
+
+def _assign_olga(w: Any) -> dict[str, Any]:
+    return {"patient": w.other_a.pk, "doctor": w.alice.pk}
+
+
+def _assignment_of_a(w: Any) -> dict[str, Any]:
+    from apps.studies.services import assign_doctor
+
+    return {"pk": assign_doctor(w.other_a, w.alice).pk}
+
+
+ADMIN_ONLY = {"patient": 403, "unassigned_doctor": 403, "other_hospital_doctor": 404}
+
+ROUTES = [
+    # GET /h/st-mary/ — a clinician's caseload (Bob's is empty but his own).
+    Route("studies:caseload", unassigned_doctor=200),
+    # GET/POST /h/st-mary/patients/new/ — any clinician registers a patient.
+    Route("studies:patient_create", unassigned_doctor=200),
+    Route("studies:patient_create", method="POST", data=_new_patient, unassigned_doctor=302, owner=("alice", 302)),
+    # GET /h/st-mary/patients/<pk>/ — Paul's record, for his doctor Alice.
+    Route("studies:patient_detail", kwargs=_paul),
+    Route("studies:patient_detail", kwargs=_paul, owner=("carol", 200), label="hospital admin"),
+    # GET/POST /h/st-mary/upload/ — Bob has nobody to upload for: his POST for Paul is a 400.
+    Route("studies:upload", unassigned_doctor=200),
+    Route("studies:upload", method="POST", data=_upload, unassigned_doctor=400, owner=("alice", 302)),
+    # GET /h/st-mary/studies/<pk>/ and its image.
+    Route("studies:study_detail", kwargs=_paul_study),
+    Route("studies:study_image", kwargs=_paul_study),
+    # Hospital admin pages.
+    Route("studies:audit_log", owner=("carol", 200), **ADMIN_ONLY),
+    Route("studies:members", owner=("carol", 200), **ADMIN_ONLY),
+    Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:assignments", owner=("carol", 200), **ADMIN_ONLY),
+    Route("studies:assignments", method="POST", data=_assign_olga, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:assignment_remove", method="POST", kwargs=_assignment_of_a, owner=("carol", 302), **ADMIN_ONLY),
+]
