@@ -37,6 +37,8 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 #: Largest client frame read (a message is at most 2,000 characters; JSON escaping adds some).
 MAX_FRAME_CHARS = 16_000
+#: Most studies one ``studies`` request may ask about (a caseload page shows 25).
+MAX_WATCHED_STUDIES = 200
 
 
 def _resolve(user: Any, slug: str) -> Tenant | None:
@@ -104,7 +106,12 @@ class NotificationConsumer(TenantConsumer):
 
     Server → client: ``hello`` {unread, last_id}, ``notification`` {notification, unread},
     ``study.status`` {study_id, status, label, message}, ``sync`` {notifications, unread},
-    ``unread`` {unread}. Client → server: ``ack`` {up_to}, ``sync`` {since}.
+    ``unread`` {unread}. Client → server: ``ack`` {up_to}, ``sync`` {since}, ``studies`` {ids}.
+
+    ``studies`` asks for the current status of the studies a page shows. Pushes are delivered at
+    most once and a study can finish before the page's socket connects, so the page asks after
+    every ``hello``; the answer is one ``study.status`` per study the user may see (others are
+    left out silently, like studies that do not exist).
     """
 
     async def connect(self) -> None:
@@ -134,12 +141,41 @@ class NotificationConsumer(TenantConsumer):
                 await self.send_error("invalid", "“since” must be a notification id.")
                 return
             await self.send_json(await database_sync_to_async(_sync_payload)(hospital_id, user_id, since))
+        elif kind == "studies":
+            ids = content.get("ids")
+            if not isinstance(ids, list) or len(ids) > MAX_WATCHED_STUDIES:
+                await self.send_error("invalid", f"“ids” must be a list of at most {MAX_WATCHED_STUDIES} study ids.")
+                return
+            wanted = {n for n in map(_as_int, ids) if n is not None}
+            for event in await database_sync_to_async(_study_status_events)(self.tenant, wanted):
+                await self.send_json(event)
         else:
             await self.send_error("invalid", "Unknown request.")
 
     async def push(self, event: dict[str, Any]) -> None:
         """A notification or a transient event for this user (see apps/chat/notifications.py)."""
         await self.send_json(event["payload"])
+
+
+def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, Any]]:
+    """``study.status`` events for those of ``study_ids`` that the tenant's user may see."""
+    from apps.studies.access import visible_studies
+    from apps.studies.models import StudyStatus
+
+    if not study_ids:
+        return []
+    with tenant_scope(tenant.hospital):
+        rows = visible_studies(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
+        return [
+            {
+                "type": "study.status",
+                "study_id": pk,
+                "status": status,
+                "label": StudyStatus(status).label if status in StudyStatus.values else status,
+                "message": message,
+            }
+            for pk, status, message in rows
+        ]
 
 
 def _hello_payload(hospital_id: int, user_id: int) -> dict[str, Any]:

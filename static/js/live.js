@@ -66,7 +66,9 @@
 
   function updateStudy(event) {
     var id = cssEscape(event.study_id);
+    var changed = false;
     each('[data-study-status="' + id + '"]', function (el) {
+      changed = changed || !el.classList.contains("status-" + event.status);
       el.textContent = event.label || event.status;
       Array.prototype.slice.call(el.classList).forEach(function (cls) {
         if (cls.indexOf("status-") === 0) {
@@ -78,11 +80,26 @@
     each('[data-study-message="' + id + '"]', function (el) {
       el.textContent = event.message || "";
     });
-    if (event.status === "done" || event.status === "failed") {
+    if (changed && (event.status === "done" || event.status === "failed")) {
       var holder = document.querySelector('[data-live-reload-on-done="' + id + '"]');
       if (holder) {
         refreshStudyResult();
       }
+    }
+  }
+
+  // A study can finish before this socket connects (or while it is down), and pushes are
+  // delivered at most once, so after every connect ask for the status of the studies shown.
+  function askForStudyStatus() {
+    var ids = [];
+    each("[data-study-status]", function (el) {
+      var id = parseInt(el.getAttribute("data-study-status"), 10);
+      if (!isNaN(id) && ids.indexOf(id) === -1) {
+        ids.push(id);
+      }
+    });
+    if (ids.length && socket && socket.readyState === 1) {
+      socket.send(JSON.stringify({ type: "studies", ids: ids.slice(0, 200) }));
     }
   }
 
@@ -155,6 +172,7 @@
     switch (data.type) {
       case "hello":
         setUnread(data.unread);
+        askForStudyStatus();
         if (lastId === null) {
           lastId = data.last_id || 0;
         } else if ((data.last_id || 0) > lastId) {

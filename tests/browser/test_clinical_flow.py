@@ -152,6 +152,10 @@ def browser():
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
 def _login(page, base: str, email: str) -> None:
     page.goto(base + "/accounts/login/")
     page.fill("#id_username", email)
@@ -161,6 +165,8 @@ def _login(page, base: str, email: str) -> None:
 
 
 def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats(stack, browser, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     base, world = stack["url"], stack["world"]
     doctor_ctx = browser.new_context()
     page = doctor_ctx.new_page()
@@ -180,11 +186,24 @@ def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats
 
     # The worker reads the study; the page hears about it over the WebSocket.
     status = page.locator("[data-study-status]").first
-    page.wait_for_function(
-        """() => { const el = document.querySelector('[data-study-status]');
-                   return el && (el.className.includes('status-done') || el.className.includes('status-failed')); }""",
-        timeout=120_000,
-    )
+    try:
+        page.wait_for_function(
+            """() => { const el = document.querySelector('[data-study-status]');
+                       return el && (el.className.includes('status-done') || el.className.includes('status-failed')); }""",
+            timeout=120_000,
+        )
+    except PlaywrightTimeout:
+        from django_scopes import scopes_disabled
+
+        from apps.studies.models import Study
+
+        with scopes_disabled():
+            stored = list(Study.objects.values_list("pk", "status", "status_message"))
+        pytest.fail(
+            f"the page never showed the finished study; studies in the database: {stored}\n"
+            f"--- worker log ---\n{_tail(stack['logs'] / 'worker.log')}\n"
+            f"--- daphne log ---\n{_tail(stack['logs'] / 'daphne.log')}"
+        )
     assert page.evaluate("window.__noReloadMarker") == 42, "the page reloaded instead of updating live"
     worker_log = (stack["logs"] / "worker.log").read_text()
     message = page.locator("[data-study-message]").first.inner_text()

@@ -87,6 +87,41 @@ def test_study_status_reaches_the_assigned_doctor_only(live, ws):
     assert rows == [("alice@st-mary.example", NotificationKind.RESULT_READY)]
 
 
+def test_page_asks_for_the_status_it_may_have_missed(live, ws):
+    """A study that finished before the page's socket connected: asking returns its status, and
+    only for studies the user may see (Bob is not assigned to Paul; Dora is in another hospital)."""
+    w = live
+    study = make_study_row(w.paul_record, w.alice)
+    with scopes_disabled():
+        study_services.set_study_status(study.pk, w.a.pk, StudyStatus.DONE, "Chest X-ray: normal.")
+
+    async def scenario():
+        alice = await ws.open(notif_path(w), w.alice)
+        await alice.send_json_to({"type": "studies", "ids": [study.pk, study.pk + 999, "x"]})
+        event = await alice.receive_json_from(timeout=5)
+        assert event == {
+            "type": "study.status",
+            "study_id": study.pk,
+            "status": "done",
+            "label": "AI read ready",
+            "message": "Chest X-ray: normal.",
+        }
+        assert await alice.receive_nothing(timeout=0.3)
+
+        for other, path in ((w.bob, notif_path(w)), (w.dora, notif_path(w, w.b))):
+            comm = await ws.open(path, other)
+            await comm.send_json_to({"type": "studies", "ids": [study.pk]})
+            assert await comm.receive_nothing(timeout=0.3)
+            await comm.disconnect()
+
+        await alice.send_json_to({"type": "studies", "ids": "all"})
+        error = await alice.receive_json_from(timeout=5)
+        assert (error["type"], error["code"]) == ("error", "invalid")
+        await alice.disconnect()
+
+    run(scenario)
+
+
 def test_failed_read_notifies_doctor_and_uploader(live, ws):
     w = live
     study = make_study_row(w.paul_record, w.carol)  # uploaded by the hospital admin
