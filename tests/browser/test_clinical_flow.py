@@ -188,8 +188,8 @@ def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats
     status = page.locator("[data-study-status]").first
     try:
         page.wait_for_function(
-            """() => { const el = document.querySelector('[data-study-status]');
-                       return el && (el.className.includes('status-done') || el.className.includes('status-failed')); }""",
+            """() => { const el = document.querySelector('[data-study-status]'), c = el && el.className;
+                       return c && (c.includes('status-done') || c.includes('status-failed')); }""",
             timeout=120_000,
         )
     except PlaywrightTimeout:
