@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from apps.diagnosis.pipeline import TwoStagePipeline, load_artifact
-from apps.diagnosis.pipeline.training import TASK_LABELS, evaluate, train, validation_mask
+from apps.diagnosis.pipeline.training import TASK_LABELS, evaluate, near_duplicate_groups, train, validation_mask
 
 
 def _folder(root, labels, per_class, seed, name_fmt="img{i}_{label}.png"):
@@ -83,6 +83,30 @@ def test_chest_validation_split_keeps_each_patient_on_one_side():
         by_patient.setdefault(pid, set()).add(bool(is_val))
     assert all(len(sides) == 1 for sides in by_patient.values())
     assert 0.1 < mask.mean() < 0.35
+
+
+def test_near_duplicate_slices_are_grouped_and_kept_on_one_side_of_validation():
+    """Neighbouring slices (a shifted, re-contrasted copy) share a group; unrelated images do not;
+    a grouped validation split never puts one group on both sides."""
+    rng = np.random.default_rng(0)
+    scans = [rng.integers(0, 255, (48, 48)).astype(np.float32) for _ in range(30)]
+    xs, ys, scan_of = [], [], []
+    for k, scan in enumerate(scans):
+        for j in range(4):  # four "slices" of each scan: small changes of brightness and noise
+            xs.append((scan * (1 + 0.03 * j) + rng.normal(0, 3, scan.shape)).clip(0, 255).astype(np.uint8))
+            ys.append(k % 3)
+            scan_of.append(k)
+    xs, ys, scan_of = np.stack(xs), np.array(ys), np.array(scan_of)
+    groups = near_duplicate_groups(xs, threshold=0.95)
+    for k in range(len(scans)):
+        assert len(set(groups[scan_of == k].tolist())) == 1, f"scan {k} split into several groups"
+    assert len(set(groups.tolist())) == len(scans), "unrelated scans were merged"
+
+    mask = validation_mask("brain", [f"{i}.jpg" for i in range(len(ys))], ys, 0.2, seed=1, groups=groups)
+    for k in range(len(scans)):
+        assert len(set(mask[scan_of == k].tolist())) == 1, f"scan {k} is on both sides"
+    assert 0.1 < mask.mean() < 0.4
+    assert set(ys[mask].tolist()) == {0, 1, 2}, "every class is represented in validation"
 
 
 def test_pipeline_from_trained_artifacts_runs_end_to_end(chest_folder, tmp_path):

@@ -55,7 +55,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "negatives": 2400,
     },
     "chest": {"epochs": 6, "img_size": 160, "batch_size": 32, "lr": 1e-3},
-    "brain": {"epochs": 8, "img_size": 160, "batch_size": 32, "lr": 1e-3},
+    "brain": {
+        "epochs": 8,
+        "img_size": 160,
+        "batch_size": 32,
+        "lr": 1e-3,
+        # Neighbouring slices sit side by side in train/: validation is drawn group by group.
+        "val_grouping": "near_duplicates",
+    },
 }
 PATIENT_ID = re.compile(r"(person\d+|IM-\d+)")
 DEFAULT_PRETRAINED = Path(__file__).resolve().parents[4] / "shared" / "pretrained" / "tf_efficientnet_lite0.safetensors"
@@ -97,8 +104,51 @@ def manifest_hash(names: list[str], ys: np.ndarray, extra: str = "") -> str:
     return hashlib.sha256(("\n".join(f"{n},{y}" for n, y in zip(names, ys, strict=True)) + extra).encode()).hexdigest()
 
 
-def validation_mask(task: str, names: list[str], ys: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Which training images form the validation set (by patient for chest X-rays)."""
+def near_duplicate_groups(xs: np.ndarray, threshold: float = 0.95, block: int = 1024) -> np.ndarray:
+    """A group id per image: images whose mean-removed 32×32 thumbnails correlate at ``threshold``
+    or more (neighbouring slices of one scan, re-encoded copies) share a group, transitively.
+
+    The brain set has no patient ids, and the dataset notes that neighbouring slices of one patient
+    sit side by side in ``train/``; a validation set drawn image by image would hold slices whose
+    neighbours were trained on, and flatter the model. Drawing it group by group keeps them apart.
+    """
+    n = len(xs)
+    thumbs = F.interpolate(torch.from_numpy(xs).float().unsqueeze(1), size=(32, 32), mode="area").flatten(1)
+    thumbs = thumbs - thumbs.mean(1, keepdim=True)
+    thumbs = thumbs / thumbs.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, n, block):
+        corr = thumbs[start : start + block] @ thumbs.T
+        rows, cols = torch.nonzero(corr >= threshold, as_tuple=True)
+        for i, j in zip((rows + start).tolist(), cols.tolist(), strict=True):
+            if i < j:
+                ri, rj = root(i), root(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    return np.array([root(i) for i in range(n)])
+
+
+def validation_mask(
+    task: str,
+    names: list[str],
+    ys: np.ndarray,
+    fraction: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Which training images form the validation set.
+
+    By patient for chest X-rays (the id is in the file name); by ``groups`` when given (near-
+    duplicate groups for brain MRI, see ``near_duplicate_groups``), stratified by each group's
+    majority label; otherwise image by image, stratified.
+    """
     rng = np.random.default_rng(seed)
     mask = np.zeros(len(ys), bool)
     if task == "chest":
@@ -107,6 +157,22 @@ def validation_mask(task: str, names: list[str], ys: np.ndarray, fraction: float
         rng.shuffle(patients)
         chosen = set(patients[: max(1, int(fraction * len(patients)))])
         return np.array([p in chosen for p in ids])
+    if groups is not None:
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups.tolist()):
+            members.setdefault(g, []).append(i)
+        by_label: dict[int, list[int]] = {}
+        for g, idx in members.items():
+            by_label.setdefault(int(np.bincount(ys[idx]).argmax()), []).append(g)
+        for label, group_ids in sorted(by_label.items()):
+            rng.shuffle(group_ids)
+            want, taken = fraction * int((ys == label).sum()), 0
+            for g in group_ids:
+                if taken >= want:
+                    break
+                mask[members[g]] = True
+                taken += len(members[g])
+        return mask
     for c in np.unique(ys):
         idx = np.where(ys == c)[0]
         rng.shuffle(idx)
@@ -187,6 +253,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "patience": 3,
         "bf16": fast_bf16(),
         "preprocessing": "none",
+        "label_smoothing": 0.0,
         "pretrained": str(DEFAULT_PRETRAINED) if DEFAULT_PRETRAINED.exists() else None,
         **config,
     }
@@ -198,6 +265,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "patience",
         "bf16",
         "preprocessing",
+        "label_smoothing",
+        "val_grouping",
         "pretrained",
         "version",
         "log",
@@ -211,6 +280,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
 
     method = str(cfg["preprocessing"])
     preprocess(method, np.zeros((1, 8, 8), np.uint8))  # unknown names fail before any work
+    groups: np.ndarray | None = None
     if task == "router":
         if method != "none":
             raise ValueError("the router reads images as they come; preprocessing is for specialists")
@@ -220,7 +290,11 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         xs, ys, names = load_folder(data_dir / "train", labels, size)
         manifest = manifest_hash(names, ys)
         xs = preprocess(method, xs)
-        mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]))
+        grouping = cfg.get("val_grouping", "none")
+        if grouping not in {"none", "near_duplicates"}:
+            raise ValueError("val_grouping must be 'none' or 'near_duplicates'")
+        groups = near_duplicate_groups(xs) if grouping == "near_duplicates" and task != "chest" else None
+        mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]), groups)
         xtr, ytr, xva, yva = xs[~mask], ys[~mask], xs[mask], ys[mask]
         test = None
         if (data_dir / "test").is_dir():
@@ -234,7 +308,9 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         arch=ARCH,
         optimiser="AdamW + OneCycle",
         class_weights=[round(float(w), 3) for w in class_weights],
-        validation="by patient" if task == "chest" else "stratified",
+        validation="by patient"
+        if task == "chest"
+        else ("by near-duplicate group (corr ≥ 0.95), stratified" if groups is not None else "stratified"),
         history=history,
         seconds=round(time.time() - started),
         pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
@@ -289,7 +365,12 @@ def fit(
             idx = order[step * bs : (step + 1) * bs]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
                 logits = model(batch_input(xtr[idx], size, augment)).float()
-            loss = F.cross_entropy(logits, torch.from_numpy(ytr[idx]).long(), weight=class_weights)
+            loss = F.cross_entropy(
+                logits,
+                torch.from_numpy(ytr[idx]).long(),
+                weight=class_weights,
+                label_smoothing=float(cfg.get("label_smoothing", 0.0)),
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -481,4 +562,13 @@ def to_input(pixels: np.ndarray, size: int) -> torch.Tensor:  # re-exported for 
     return to_model_input(pixels, size)
 
 
-__all__ = ["TASK_LABELS", "train", "evaluate", "finalize", "load_folder", "validation_mask", "json"]
+__all__ = [
+    "TASK_LABELS",
+    "train",
+    "evaluate",
+    "finalize",
+    "load_folder",
+    "validation_mask",
+    "near_duplicate_groups",
+    "json",
+]
