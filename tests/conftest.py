@@ -40,6 +40,18 @@ def _test_settings(settings, tmp_path):
 
 
 @pytest.fixture
+def eager_celery():
+    """Run Celery tasks inline, as the embedded default does (REDIS_URL in the test env would
+    otherwise send them to Redis)."""
+    from imagemedix.celery import app
+
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = old
+
+
+@pytest.fixture
 def media_files(settings):
     """All files currently in the test media folder (to prove nothing was left behind)."""
 

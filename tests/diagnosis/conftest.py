@@ -20,18 +20,6 @@ from .helpers import CHEST_LABELS, fake_version, overlay_png
 
 
 @pytest.fixture
-def eager_celery():
-    """Run Celery tasks inline, as the embedded default does (REDIS_URL in the test env would
-    otherwise send them to Redis)."""
-    from imagemedix.celery import app
-
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield app
-    app.conf.task_always_eager = old
-
-
-@pytest.fixture
 def fake_models(db):
     """Active registry rows for the three tasks (whatever was registered from disk is removed)."""
     with scopes_disabled():

@@ -1,5 +1,5 @@
-"""``manage.py seed_demo`` on the generated-image path: the demo world, its logins, and that a
-second run changes nothing."""
+"""``manage.py seed_demo`` without ``../shared/datasets`` (as on a fresh machine elsewhere): the demo
+world from the shipped sample images, its logins, real AI reads, and that a second run changes nothing."""
 
 from __future__ import annotations
 
@@ -40,8 +40,11 @@ def counts() -> dict[str, int]:
         }
 
 
-def test_seed_demo_builds_the_demo_world_from_generated_images(no_datasets):
-    output = run()
+def test_seed_demo_builds_the_demo_world_from_the_shipped_images(
+    no_datasets, eager_celery, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):  # the AI read is sent on commit
+        output = run()
     assert counts() == {
         "hospitals": 2,
         "users": 1 + 2 * (1 + 2 + 4),
@@ -50,7 +53,7 @@ def test_seed_demo_builds_the_demo_world_from_generated_images(no_datasets):
         "assignments": 8,
         "studies": 8,
     }
-    assert "generated images" in output
+    assert "sample images shipped in apps/studies/demo_images" in output
     assert "ImageMedix-demo-1" in output
     for email in (
         "admin@imagemedix.local",
@@ -76,8 +79,19 @@ def test_seed_demo_builds_the_demo_world_from_generated_images(no_datasets):
             assert Membership.objects.filter(user=patient.user, hospital=patient.hospital, role=Role.PATIENT).exists()
         study = Study.objects.filter(hospital=st_mary).first()
         data = read_encrypted(study.file_name, study.file_sha256)
-        assert data.startswith(b"\x89PNG") and study.source_format == "png"
+        assert data.startswith(b"\xff\xd8") and study.source_format == "jpeg"
         assert study.uploaded_by is not None
+        # Real images, so the demo shows real reads: each study is routed to its own specialist.
+        routes = {
+            s.original_filename: (s.status, s.diagnoses.get().route)
+            for s in Study.objects.filter(hospital=st_mary).prefetch_related("diagnoses")
+        }
+    assert routes == {
+        "IM-0001-0001.jpg": ("done", "chest_xray"),
+        "person100_bacteria_475.jpg": ("done", "chest_xray"),
+        "Te-glTr_0000.jpg": ("done", "brain_mri"),
+        "Te-noTr_0000.jpg": ("done", "brain_mri"),
+    }
 
 
 def test_seed_demo_is_idempotent(no_datasets):

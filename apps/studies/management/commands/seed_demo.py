@@ -4,7 +4,8 @@ runs it on every start).
 Two hospitals, each with a hospital admin, two doctors and four patients with their own logins,
 two patients on each doctor's caseload, and a platform admin. The first time a hospital is seeded
 it also gets a few studies: real chest X-rays and brain MRIs from ``../shared/datasets/*/test``
-when that folder exists beside the checkout, generated images otherwise. Studies go through the
+when that folder exists beside the checkout, otherwise the eight such images shipped in
+``apps/studies/demo_images``. Studies go through the
 same validation and ``submit_study`` as an upload, so the AI read runs as it would for a doctor
 (inline in the embedded mode); a study that fails is reported and does not stop the seeding.
 """
@@ -12,16 +13,13 @@ same validation and ``submit_study`` as an upload, so the AI read runs as it wou
 from __future__ import annotations
 
 import datetime as dt
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
-from PIL import Image, ImageDraw, ImageFilter
 
 from apps.accounts.models import Hospital, Membership, Role, User
 from apps.accounts.tenancy import tenant_scope
@@ -100,28 +98,8 @@ def datasets_dir() -> Path:
     return Path(settings.BASE_DIR).parent / "shared" / "datasets"
 
 
-def generated_image(kind: str, seed: int) -> bytes:
-    """A synthetic greyscale PNG that looks roughly like the kind asked for (for demos only)."""
-    rng = np.random.default_rng(seed)
-    size = 320
-    image = Image.new("L", (size, size), 10)
-    draw = ImageDraw.Draw(image)
-    if kind == "chest_xray":
-        draw.rectangle((40, 30, 280, 300), fill=150)  # soft tissue
-        draw.ellipse((70, 60, 155, 270), fill=55)  # lungs
-        draw.ellipse((165, 60, 250, 270), fill=55)
-        draw.rectangle((152, 40, 168, 300), fill=210)  # spine
-        for y in range(80, 260, 28):  # ribs
-            draw.arc((60, y - 20, 260, y + 30), 200, 340, fill=190, width=5)
-    else:
-        draw.ellipse((50, 35, 270, 290), fill=200)  # skull
-        draw.ellipse((62, 47, 258, 278), fill=95)  # brain
-        draw.ellipse((140, 120, 180, 200), fill=60)  # ventricles
-    arr = np.asarray(image.filter(ImageFilter.GaussianBlur(3)), dtype=np.float32)
-    arr += rng.normal(0, 6, arr.shape)
-    out = io.BytesIO()
-    Image.fromarray(np.clip(arr, 0, 255).astype("uint8"), "L").save(out, format="PNG")
-    return out.getvalue()
+#: Real test-split images shipped with the app (see its README), laid out like the datasets.
+SHIPPED_IMAGES = Path(__file__).resolve().parents[2] / "demo_images"
 
 
 def dataset_image(root: Path, task: str, label: str, index: int) -> tuple[bytes, str] | None:
@@ -160,7 +138,7 @@ class Command(BaseCommand):
             with tenant_scope(hospital):
                 self._seed_people(spec, hospital, logins)
                 if not options["no_studies"]:
-                    self._seed_studies(spec, hospital, root if use_datasets else None, number)
+                    self._seed_studies(spec, hospital, root if use_datasets else SHIPPED_IMAGES, number)
 
         self._print_logins(logins, use_datasets, root)
 
@@ -214,18 +192,18 @@ class Command(BaseCommand):
             logins.append(("Patient", spec.name, user.email))
 
     # --- studies ----------------------------------------------------------------------------
-    def _seed_studies(self, spec: DemoHospital, hospital: Hospital, root: Path | None, number: int) -> None:
+    def _seed_studies(self, spec: DemoHospital, hospital: Hospital, root: Path, number: int) -> None:
         if Study.objects.filter(hospital=hospital).exists():
             return
         patients = list(
             Patient.objects.filter(hospital=hospital, mrn__startswith=f"{spec.mrn_prefix}-").order_by("mrn")
         )
-        for i, (patient, (task, label)) in enumerate(zip(patients, STUDY_PLAN, strict=False)):
-            found = dataset_image(root, task, label, index=number) if root is not None else None
-            if found is not None:
-                data, filename = found
-            else:
-                data, filename = generated_image(task, seed=number * 10 + i), f"demo-{task}-{i + 1}.png"
+        for patient, (task, label) in zip(patients, STUDY_PLAN, strict=False):
+            found = dataset_image(root, task, label, index=number)
+            if found is None:
+                self.stdout.write(self.style.WARNING(f"  {spec.name}: no {task}/{label} image in {root}"))
+                continue
+            data, filename = found
             doctor = patient.care_assignments.select_related("doctor").first()
             uploader = doctor.doctor if doctor else None
             try:
@@ -241,7 +219,7 @@ class Command(BaseCommand):
 
     # --- output -----------------------------------------------------------------------------
     def _print_logins(self, logins: list[tuple[str, str, str]], use_datasets: bool, root: Path) -> None:
-        source = f"images from {root}" if use_datasets else "generated images (no datasets folder found)"
+        source = f"images from {root}" if use_datasets else "the sample images shipped in apps/studies/demo_images"
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({source})."))
         self.stdout.write(f"Every demo account's password: {DEMO_PASSWORD}")
