@@ -10,6 +10,8 @@ from django.core.management import call_command
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import Hospital, Membership, Role, User
+from apps.chat.models import Message
+from apps.reports.models import Report
 from apps.studies.management.commands import seed_demo
 from apps.studies.models import CareAssignment, Patient, Study
 from apps.studies.storage import read_encrypted
@@ -40,11 +42,9 @@ def counts() -> dict[str, int]:
         }
 
 
-def test_seed_demo_builds_the_demo_world_from_the_shipped_images(
-    no_datasets, eager_celery, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):  # the AI read is sent on commit
-        output = run()
+def test_seed_demo_builds_the_demo_world_from_the_shipped_images(transactional_db, no_datasets, eager_celery):
+    # Transactional, as in real use: the AI read is sent on commit, before the demo report is signed.
+    output = run()
     assert counts() == {
         "hospitals": 2,
         "users": 1 + 2 * (1 + 2 + 4),
@@ -92,9 +92,22 @@ def test_seed_demo_builds_the_demo_world_from_the_shipped_images(
         "Te-glTr_0000.jpg": ("done", "brain_mri"),
         "Te-noTr_0000.jpg": ("done", "brain_mri"),
     }
+    # The first patient of each hospital has a signed report (PDF rendered) and a message, so the
+    # patient portal has something to show from the first login.
+    with scopes_disabled():
+        reports = sorted(Report.objects.values_list("patient__user__email", "status", "pdf_status", "final_label"))
+        messages = sorted(Message.objects.values_list("conversation__patient__user__email", "sender__email"))
+    assert reports == [
+        ("emma.brown@patients.imagemedix.local", "signed", "ready", "normal"),
+        ("john.smith@patients.imagemedix.local", "signed", "ready", "normal"),
+    ]
+    assert messages == [
+        ("emma.brown@patients.imagemedix.local", "patel@riverside.imagemedix.local"),
+        ("john.smith@patients.imagemedix.local", "hart@st-mary.imagemedix.local"),
+    ]
 
 
-def test_seed_demo_is_idempotent(no_datasets):
+def test_seed_demo_is_idempotent(no_datasets, eager_celery):
     run()
     before = counts()
     output = run()
@@ -102,7 +115,7 @@ def test_seed_demo_is_idempotent(no_datasets):
     assert "study #" not in output  # studies are only created the first time
 
 
-def test_seed_demo_logs_in_the_demo_doctor_to_a_caseload(client, no_datasets):
+def test_seed_demo_logs_in_the_demo_doctor_to_a_caseload(client, no_datasets, eager_celery):
     run()
     response = client.post(
         "/accounts/login/", {"username": "hart@st-mary.imagemedix.local", "password": "ImageMedix-demo-1"}
@@ -112,3 +125,16 @@ def test_seed_demo_logs_in_the_demo_doctor_to_a_caseload(client, no_datasets):
     assert caseload.status_code == 200
     html = caseload.content.decode()
     assert "SMITH, John" in html and "GARCIA, Maria" in html and "CHEN, Wei" not in html
+
+
+def test_seed_demo_patient_reads_the_signed_report(client, transactional_db, no_datasets, eager_celery):
+    run()
+    client.post(
+        "/accounts/login/", {"username": "john.smith@patients.imagemedix.local", "password": "ImageMedix-demo-1"}
+    )
+    home = client.get("/h/st-mary/my/").content.decode()
+    assert "Read the report" in home and "No radiographic evidence of pneumonia" not in home
+    with scopes_disabled():
+        report = Report.objects.get(patient__user__email="john.smith@patients.imagemedix.local")
+    page = client.get(f"/h/st-mary/my/reports/{report.pk}/")
+    assert page.status_code == 200 and "No radiographic evidence of pneumonia" in page.content.decode()

@@ -94,6 +94,16 @@ STUDY_PLAN = (
 )
 
 
+#: Findings and impression of the demo's signed report, by the study's (dataset) label.
+DEMO_REPORTS = {
+    "normal": (
+        "Lungs are clear. No focal consolidation, pleural effusion or pneumothorax. "
+        "Heart size and mediastinal contours are within normal limits.",
+        "No radiographic evidence of pneumonia.",
+    ),
+}
+
+
 def datasets_dir() -> Path:
     return Path(settings.BASE_DIR).parent / "shared" / "datasets"
 
@@ -216,6 +226,38 @@ class Command(BaseCommand):
             note = f" — {study.status_message}" if study.status_message else ""
             status = study.get_status_display()
             self.stdout.write(f"  {spec.name}: study #{study.pk} for {patient.full_name} ({filename}): {status}{note}")
+            if patient == patients[0] and uploader is not None:
+                self._seed_signed_report(spec, study, label, uploader)
+
+    def _seed_signed_report(self, spec: DemoHospital, study: Study, label: str, doctor: User) -> None:
+        """The first patient's study is read, reported, signed and discussed, so that the patient
+        portal shows a real signed report (and its PDF) and a conversation from the first login.
+        Only when the AI read is already there (always in the embedded mode, where tasks run
+        inline; with workers it may still be queued, and then this is skipped)."""
+        from apps.chat.services import send_message, start_conversation
+        from apps.diagnosis.services import correct_diagnosis, latest_diagnosis
+        from apps.reports.services import save_draft, sign_report, start_report
+
+        if label not in DEMO_REPORTS:
+            return
+        diagnosis = latest_diagnosis(study)
+        if diagnosis is None or diagnosis.refused or label not in (diagnosis.probabilities or {}):
+            self.stdout.write(f"  {spec.name}: no AI read yet for study #{study.pk}, so no demo report was signed")
+            return
+        findings, impression = DEMO_REPORTS[label]
+        # The doctor's read is the dataset's label: a confirmation or a correction of the AI.
+        correct_diagnosis(diagnosis, doctor, label, comment="Read by the demo doctor.")
+        report = start_report(study, doctor)
+        save_draft(report, doctor, findings=findings, impression=impression, final_label=label)
+        sign_report(report, doctor)
+        conversation = start_conversation(study.patient, doctor, actor=doctor)
+        send_message(
+            conversation,
+            doctor,
+            f"Hello {study.patient.given_name}, your imaging report is signed and ready to read in the portal. "
+            "Message me here if you have any questions.",
+        )
+        self.stdout.write(f"  {spec.name}: report on study #{study.pk} signed by {doctor.full_name}")
 
     # --- output -----------------------------------------------------------------------------
     def _print_logins(self, logins: list[tuple[str, str, str]], use_datasets: bool, root: Path) -> None:
