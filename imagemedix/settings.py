@@ -306,6 +306,14 @@ SPECTACULAR_SETTINGS = {
 # --- Diagnosis ----------------------------------------------------------------------------
 MODEL_WEIGHTS_DIR = Path(env.str("MODEL_WEIGHTS_DIR", default=str(BASE_DIR / "apps" / "diagnosis" / "weights")))
 TORCH_NUM_THREADS = env.int("TORCH_NUM_THREADS", default=2)
+# How the models run: auto (ONNX Runtime when installed, else TorchScript), onnxruntime, torchscript
+# or eager. Exported ONNX models are kept in MODEL_CACHE_DIR so workers start without re-exporting.
+INFERENCE_BACKEND = env.str("INFERENCE_BACKEND", default="auto")
+if INFERENCE_BACKEND not in {"auto", "onnxruntime", "torchscript", "eager"}:
+    raise ImproperlyConfigured(
+        f"INFERENCE_BACKEND must be auto, onnxruntime, torchscript or eager, not {INFERENCE_BACKEND!r}."
+    )
+MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(VAR_DIR / "model-cache")))
 DIAGNOSIS_SOFT_TIME_LIMIT = env.int("DIAGNOSIS_SOFT_TIME_LIMIT", default=120)
 DIAGNOSIS_TIME_LIMIT = env.int("DIAGNOSIS_TIME_LIMIT", default=180)
 

@@ -79,6 +79,8 @@ def get_pipeline(router_mv: ModelVersion, specialist_mvs: dict[str, ModelVersion
             pipeline = TwoStagePipeline(
                 router=load_model(router_mv),
                 specialists={task: load_model(mv) for task, mv in specialist_mvs.items()},
+                backend=settings.INFERENCE_BACKEND,
+                cache_dir=settings.MODEL_CACHE_DIR,
             )
             _pipelines[key] = pipeline
     return pipeline

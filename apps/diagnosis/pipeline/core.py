@@ -21,6 +21,7 @@ from .artifact import Artifact, find_artifacts, load_artifact
 from .cam import class_activation_map, overlay_rgb, roi_box, upsample
 from .decode import DecodedImage, decode_image
 from .preprocess import apply as preprocess
+from .runtime import Runner, build_runner
 
 ROUTE_TO_TASK = {"chest_xray": "chest", "brain_mri": "brain"}
 #: DICOM (0008,0060) values that fit each route; any other value is reported as a mismatch.
@@ -102,19 +103,21 @@ class TwoStagePipeline:
         router: Artifact,
         specialists: dict[str, Artifact],
         overlay_max_side: int | None = OVERLAY_MAX_SIDE,
-        optimise: bool = True,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
     ):
+        """``backend``: how the models run (``auto``, ``onnxruntime``, ``torchscript``, ``eager``;
+        see runtime.py); ``cache_dir``: where exported ONNX models are kept between processes."""
         if router.task != "router":
             raise ValueError("the first stage must be a router artifact")
         self.router = router
         self.specialists = specialists
         self.overlay_max_side = overlay_max_side
-        # Traced + frozen copies (BatchNorm folded into the convs): ~25% faster than eager. The
-        # eager ``Artifact.model`` stays untouched for Grad-CAM checks and training code.
-        self._runners = {
-            art.task: (_frozen(art) if optimise else _Runner(art.model).eval())
-            for art in (router, *specialists.values())
-        }
+        # The eager ``Artifact.model`` stays untouched for Grad-CAM checks and training code.
+        self._runners: dict[str, Runner] = {}
+        self.backends: dict[str, str] = {}
+        for art in (router, *specialists.values()):
+            self._runners[art.task], self.backends[art.task] = build_runner(art, backend, cache_dir)
         self._route_labels = list(router.labels)
         self.min_confidence = float(router.thresholds.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
 
@@ -130,13 +133,17 @@ class TwoStagePipeline:
             **options,
         )
 
+    def forward(self, task: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, Grad-CAM features) of ``task``'s model for a normalised batch (N, 1, S, S)."""
+        return self._runners[task](x)
+
     # -- stages --------------------------------------------------------------------------
     def decode(self, data: bytes) -> DecodedImage:
         return decode_image(data, max_side=WORKING_SIDE)
 
     @torch.inference_mode()
     def route(self, pixels: np.ndarray) -> dict[str, float]:
-        logits = self._runners["router"](to_model_input(pixels, self.router.input_size))[0][0]
+        logits = self.forward("router", to_model_input(pixels, self.router.input_size))[0][0]
         probs = torch.softmax(logits / self.router.temperature, 0).tolist()
         return dict(zip(self._route_labels, probs, strict=True))
 
@@ -145,7 +152,7 @@ class TwoStagePipeline:
         """Specialist probabilities, predicted index and the Grad-CAM map, from one forward pass."""
         model = artifact.model
         x = to_model_input(pixels, artifact.input_size, artifact.preprocessing)
-        logits, features = self._runners[artifact.task](x)
+        logits, features = self.forward(artifact.task, x)
         logits = logits[0]  # features: the target layer (bn2) output, from the same pass
         probs = torch.softmax(logits / artifact.temperature, 0)
         index = int(torch.argmax(probs))
@@ -247,37 +254,6 @@ def _working_copy(pixels: np.ndarray) -> np.ndarray:
 
     scale = WORKING_SIDE / min(h, w)
     return cv2.resize(pixels, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-
-
-class _Runner(torch.nn.Module):
-    """(logits, target-layer features) in one forward pass."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.forward_features(x)
-        return self.model.forward_head(features), features
-
-
-def _frozen(art: Artifact) -> torch.nn.Module:
-    """TorchScript trace + freeze of the runner; falls back to eager if this torch build refuses."""
-    import warnings
-
-    runner = _Runner(art.model).eval()
-    example = torch.zeros(1, 1, art.input_size, art.input_size).contiguous(memory_format=torch.channels_last)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            # freeze alone folds BatchNorm and is faster here than optimize_for_inference's MKLDNN
-            # layouts; check_trace=False avoids a second traced graph (~60 MB of peak RSS per model).
-            frozen = torch.jit.freeze(torch.jit.trace(runner, example, check_trace=False))
-            frozen(example)
-            frozen(example)
-        return frozen
-    except Exception:  # noqa: BLE001  # pragma: no cover - depends on the torch build
-        return runner
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
