@@ -56,7 +56,7 @@ def load_model(mv: ModelVersion) -> Any:
         _configure_torch()
         from .pipeline import load_artifact
 
-        artifact = load_artifact(folder)
+        artifact = load_artifact(folder, lazy=True)  # the PyTorch model only if the backend needs it
         loaded_sha = getattr(artifact, "sha256", None)
         if loaded_sha and loaded_sha != mv.weights_sha256:
             raise ModelIntegrityError(f"{mv}: loaded weights hash {loaded_sha[:12]}… ≠ registry {mv.short_sha}…")

@@ -79,3 +79,20 @@ def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
         build_runner(art, "tensorrt")
     assert "auto" in BACKENDS
+
+
+def test_with_a_cached_export_the_pytorch_models_are_never_built(reads):
+    """A worker that finds its ONNX models cached reads images without building the PyTorch models
+    (timm and three models stay out of its memory); the head's weights come from the file."""
+    results, cache = reads
+    if "onnxruntime" not in results:
+        pytest.skip("onnxruntime is not installed")
+    pipe = TwoStagePipeline.from_directory(WEIGHTS, backend="onnxruntime", cache_dir=cache)
+    result = pipe.run((FIXTURES / "chest_xray.jpg").read_bytes())
+    assert result.label == results["eager"][0].label
+    arts = [pipe.router, *pipe.specialists.values()]
+    assert not any(art.model_loaded for art in arts)
+    chest = pipe.specialists["chest"]
+    from_file = chest.classifier_weight.clone()
+    assert torch.equal(from_file, chest.model.get_classifier().weight)  # builds it, for the comparison
+    assert chest.model_loaded

@@ -128,8 +128,8 @@ class TwoStagePipeline:
         if missing:
             raise FileNotFoundError(f"no artifact for {', '.join(sorted(missing))} under {root}")
         return cls(
-            router=load_artifact(found["router"]),
-            specialists={task: load_artifact(found[task]) for task in ("chest", "brain")},
+            router=load_artifact(found["router"], lazy=True),
+            specialists={task: load_artifact(found[task], lazy=True) for task in ("chest", "brain")},
             **options,
         )
 
@@ -150,13 +150,12 @@ class TwoStagePipeline:
     @torch.inference_mode()
     def diagnose(self, artifact: Artifact, pixels: np.ndarray) -> tuple[dict[str, float], int, np.ndarray]:
         """Specialist probabilities, predicted index and the Grad-CAM map, from one forward pass."""
-        model = artifact.model
         x = to_model_input(pixels, artifact.input_size, artifact.preprocessing)
         logits, features = self.forward(artifact.task, x)
         logits = logits[0]  # features: the target layer (bn2) output, from the same pass
         probs = torch.softmax(logits / artifact.temperature, 0)
         index = int(torch.argmax(probs))
-        cam = class_activation_map(features, model.get_classifier().weight, index)
+        cam = class_activation_map(features, artifact.classifier_weight, index)
         return dict(zip(artifact.labels, probs.tolist(), strict=True)), index, cam
 
     # -- the whole read ------------------------------------------------------------------
