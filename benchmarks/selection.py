@@ -64,7 +64,10 @@ def main() -> int:
         m = classification_metrics(ys[mask], probs, art.labels)
         carving = art.card.get("training", {}).get("validation", "")
         same = carving.startswith("by patient") if args.task == "chest" else carving.startswith("by near-duplicate")
-        rows.append((art.version, art.input_size, carving, same, int(mask.sum()), m))
+        shipped = folder.resolve().is_relative_to(WEIGHTS.resolve())
+        rows.append(
+            (art.version + ("" if shipped else " (not shipped)"), art.input_size, carving, same, int(mask.sum()), m)
+        )
         print(f"{art.version}: acc {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f} ECE {m['ece']:.4f}", flush=True)
 
     lines = [
