@@ -83,12 +83,12 @@ def decode_image(data: bytes, max_side: int | None = None) -> DecodedImage:
         raise DecodeError("The uploaded file is empty.")
     fmt = sniff_format(data)
     if fmt == "dicom":
-        return _decode_dicom(data)
+        return _decode_dicom(data, max_side=max_side)
     if fmt in ("png", "jpeg"):
         return _decode_raster(data, fmt, max_side)
     # DICOM without the 128-byte preamble ("raw" data sets) still parses with force=True.
     try:
-        return _decode_dicom(data, force=True)
+        return _decode_dicom(data, force=True, max_side=max_side)
     except DecodeError:
         pass
     raise DecodeError(
@@ -156,7 +156,7 @@ def _to_gray_float(img: Image.Image) -> np.ndarray:
 # --------------------------------------------------------------------------- DICOM
 
 
-def _decode_dicom(data: bytes, force: bool = False) -> DecodedImage:
+def _decode_dicom(data: bytes, force: bool = False, max_side: int | None = None) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -198,6 +198,18 @@ def _decode_dicom(data: bytes, force: bool = False) -> DecodedImage:
     if arr.ndim != 2:
         raise DecodeError("The DICOM image has an unsupported pixel layout.")
 
+    if max_side and min(arr.shape) >= 2 * max_side:
+        # Window the working copy rather than every stored pixel: an area average of the stored
+        # values (shorter side max_side), then the window. On a 2048² 16-bit image windowing was
+        # 9 of the 13 ms of decoding. The two orders differ only in blocks that straddle an edge of
+        # the window, and only in the reduced copy the models read; width/height stay the original.
+        import cv2
+
+        if arr.dtype not in (np.uint8, np.uint16, np.int16, np.float32):
+            arr = arr.astype(np.float32)
+        scale = max_side / min(arr.shape)
+        size = (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale)))
+        arr = cv2.resize(np.ascontiguousarray(arr), size, interpolation=cv2.INTER_AREA)
     pixels = window_dicom(ds, arr)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
