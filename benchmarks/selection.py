@@ -32,14 +32,7 @@ def main() -> int:
     from apps.diagnosis.pipeline import load_artifact
     from apps.diagnosis.pipeline.metrics import classification_metrics
     from apps.diagnosis.pipeline.preprocess import apply as preprocess
-    from apps.diagnosis.pipeline.training import (
-        DEFAULTS,
-        TASK_LABELS,
-        load_folder,
-        near_duplicate_groups,
-        predict_logits,
-        validation_mask,
-    )
+    from apps.diagnosis.pipeline.training import TASK_LABELS, carve_validation, load_folder, predict_logits
 
     data = DATASETS / ("chest_xray" if args.task == "chest" else "brain_mri") / "train"
     if not data.is_dir():
@@ -54,9 +47,7 @@ def main() -> int:
         art = load_artifact(folder)
         if art.input_size not in cache:
             xs, ys, names = load_folder(data, TASK_LABELS[args.task], art.input_size)
-            grouped = DEFAULTS[args.task].get("val_grouping") == "near_duplicates"
-            groups = near_duplicate_groups(xs) if grouped else None
-            mask = validation_mask(args.task, names, ys, args.val_fraction, args.seed, groups)
+            mask, _ = carve_validation(args.task, xs, names, ys, {"val_fraction": args.val_fraction, "seed": args.seed})
             cache[art.input_size] = (xs, ys, names, mask)
         xs, ys, _, mask = cache[art.input_size]
         xv = preprocess(art.preprocessing, xs[mask])

@@ -25,10 +25,12 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from apps.accounts.tenancy import Tenant, resolve_tenant, tenant_scope
+from apps.studies.access import visible_studies
 
 from . import notifications, services
 from .access import can_use
 from .models import Conversation, Message, user_group
+from .receivers import study_status_event
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +161,11 @@ class NotificationConsumer(TenantConsumer):
 
 def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, Any]]:
     """``study.status`` events for those of ``study_ids`` that the tenant's user may see."""
-    from apps.studies.access import visible_studies
-    from apps.studies.models import StudyStatus
-
     if not study_ids:
         return []
     with tenant_scope(tenant.hospital):
         rows = visible_studies(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
-        return [
-            {
-                "type": "study.status",
-                "study_id": pk,
-                "status": status,
-                "label": StudyStatus(status).label if status in StudyStatus.values else status,
-                "message": message,
-            }
-            for pk, status, message in rows
-        ]
+        return [study_status_event(pk, status, message) for pk, status, message in rows]
 
 
 def _hello_payload(hospital_id: int, user_id: int) -> dict[str, Any]:

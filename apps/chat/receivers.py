@@ -60,6 +60,12 @@ def study_recipients(study: Study) -> list[int]:
     )
 
 
+def study_status_event(study_id: int, status: str, message: str) -> dict[str, Any]:
+    """The ``study.status`` WebSocket event, pushed on a change or asked for by a page."""
+    label = StudyStatus(status).label if status in StudyStatus.values else status
+    return {"type": "study.status", "study_id": study_id, "status": status, "label": label, "message": message}
+
+
 def on_study_status_changed(
     sender: Any, *, study_id: int, hospital_id: int, status: str, message: str = "", **kwargs: Any
 ) -> None:
@@ -75,8 +81,7 @@ def _study_status_changed(study_id: int, hospital_id: int, status: str, message:
         if study is None:
             return
         recipients = study_recipients(study)
-        label = StudyStatus(status).label if status in StudyStatus.values else status
-        event = {"type": "study.status", "study_id": study_id, "status": status, "label": label, "message": message}
+        event = study_status_event(study_id, status, message)
         for user_id in recipients:
             notifications.push_event(hospital_id=hospital_id, user_id=user_id, event=event)
         if status not in (StudyStatus.DONE, StudyStatus.FAILED):

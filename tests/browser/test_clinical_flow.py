@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ..celery_worker import test_database_url
 from ..factories import TEST_PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -57,13 +58,11 @@ def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, wo
     pytest.importorskip("playwright.sync_api")
     # The servers use the production hashers (Argon2), not the tests' fast MD5.
     from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
-    from django.db import connection
 
     from apps.accounts.models import User
 
     User.objects.update(password=make_password(TEST_PASSWORD, hasher=Argon2PasswordHasher()))
-    db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    database_url = test_database_url()
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
     key_id = settings.FILE_ENCRYPTION_ACTIVE_KEY_ID

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, urlparse, urlunparse
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from django_scopes import scopes_disabled
 
 from apps.diagnosis.models import Diagnosis, ModelVersion
 from apps.diagnosis.registry import find_artifacts, sync_shipped_models
 from apps.diagnosis.tasks import diagnose_study
 from apps.studies.models import Study, StudyStatus
+from tests.celery_worker import celery_worker, dedicated_broker
 from tests.factories import make_study
 
 from .helpers import write_untrained_models
@@ -36,22 +33,6 @@ pytestmark = [pytest.mark.integration]
 WORKER_REDIS_DB = int(os.environ.get("CELERY_INTEGRATION_REDIS_DB", "13"))
 TIMEOUT_S = 120
 TEST_KEY = base64.b64encode(b"integration-test-key-32-bytes!!!").decode()
-
-
-def _dedicated_redis_url(redis_url: str) -> str:
-    parsed = urlparse(redis_url)
-    return urlunparse(parsed._replace(path=f"/{WORKER_REDIS_DB}"))
-
-
-def _test_database_url() -> str:
-    """DATABASE_URL of the *test* database pytest-django created (test_<name>)."""
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "", safe="")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"], safe="")
-    host = s.get("HOST") or "127.0.0.1"
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
 
 
 @pytest.fixture
@@ -75,27 +56,8 @@ def weights_dir(transactional_db, settings, tmp_path):
 @pytest.fixture
 def celery_to_dedicated_redis(redis_url):
     """Point this process's Celery app at the dedicated Redis DB (not eager), flushed."""
-    import redis
-
-    from imagemedix.celery import app
-
-    url = _dedicated_redis_url(redis_url)
-    redis.Redis.from_url(url).flushdb()
-    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
-
-    def reset_pools():
-        app._pool = None
-        if "amqp" in app.__dict__:
-            app.amqp._producer_pool = None
-
-    app.conf.broker_url = url
-    app.conf.task_always_eager = False
-    reset_pools()
-    yield url
-    for key, value in saved.items():
-        app.conf[key] = value
-    reset_pools()
-    redis.Redis.from_url(url).flushdb()
+    with dedicated_broker(redis_url, WORKER_REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
@@ -103,37 +65,16 @@ def worker(transactional_db, postgres_required, celery_to_dedicated_redis, weigh
     """A real ``celery worker`` process sharing the test's database, media folder and key."""
     settings.FILE_ENCRYPTION_KEYS = {"itest": base64.b64decode(TEST_KEY)}
     settings.FILE_ENCRYPTION_ACTIVE_KEY_ID = "itest"
-    log_path = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "imagemedix.settings",
-        "DATABASE_URL": _test_database_url(),
-        "REDIS_URL": celery_to_dedicated_redis,
-        "CELERY_TASK_ALWAYS_EAGER": "0",
-        "STORAGE_BACKEND": "local",
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "FILE_ENCRYPTION_KEYS": f"itest:{TEST_KEY}",
-        "MODEL_WEIGHTS_DIR": str(weights_dir),
-        "IMAGEMEDIX_VAR_DIR": str(tmp_path / "var"),
-        "TORCH_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    celery_bin = Path(sys.executable).with_name("celery")
-    command = [
-        str(celery_bin), "-A", "imagemedix", "worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"itest-{os.getpid()}@%h",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=django_settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with celery_worker(
+        "itest",
+        celery_to_dedicated_redis,
+        "itest",
+        TEST_KEY,
+        tmp_path,
+        MODEL_WEIGHTS_DIR=str(weights_dir),
+        TORCH_NUM_THREADS="1",
+    ) as running:
+        yield running
 
 
 def _log_tail(log_path: Path, n: int = 4000) -> str:

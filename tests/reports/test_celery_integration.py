@@ -11,15 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
-from urllib.parse import quote, urlparse, urlunparse
 
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
 from django_scopes import scopes_disabled
 from pypdf import PdfReader
 
@@ -28,6 +23,7 @@ from apps.reports.models import PdfStatus, Report
 from apps.reports.tasks import render_report_pdf
 from apps.studies.models import Study, StudyStatus
 from apps.studies.storage import read_encrypted, store_encrypted
+from tests.celery_worker import celery_worker, dedicated_broker
 from tests.factories import png_bytes
 
 pytestmark = [pytest.mark.integration]
@@ -38,74 +34,19 @@ TIMEOUT_S = 90
 TEST_KEY = base64.b64encode(b"reports-itest-key-32-bytes-long!").decode()
 
 
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "", safe="")
-    if s.get("PASSWORD"):
-        auth += ":" + quote(s["PASSWORD"], safe="")
-    port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgres://{auth}@{s.get('HOST') or '127.0.0.1'}{port}/{s['NAME']}"
-
-
 @pytest.fixture
 def broker(redis_url):
     """This process's Celery app sends to a dedicated, flushed Redis DB (not eager)."""
-    import redis
-
-    from imagemedix.celery import app
-
-    url = urlunparse(urlparse(redis_url)._replace(path=f"/{WORKER_REDIS_DB}"))
-    redis.Redis.from_url(url).flushdb()
-    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
-
-    def reset_pools():
-        app._pool = None
-        if "amqp" in app.__dict__:
-            app.amqp._producer_pool = None
-
-    app.conf.broker_url = url
-    app.conf.task_always_eager = False
-    reset_pools()
-    yield url
-    for key, value in saved.items():
-        app.conf[key] = value
-    reset_pools()
-    redis.Redis.from_url(url).flushdb()
+    with dedicated_broker(redis_url, WORKER_REDIS_DB) as url:
+        yield url
 
 
 @pytest.fixture
 def worker(transactional_db, postgres_required, broker, settings, tmp_path):
     settings.FILE_ENCRYPTION_KEYS = {"ritest": base64.b64decode(TEST_KEY)}
     settings.FILE_ENCRYPTION_ACTIVE_KEY_ID = "ritest"
-    log_path = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "imagemedix.settings",
-        "DATABASE_URL": _test_database_url(),
-        "REDIS_URL": broker,
-        "CELERY_TASK_ALWAYS_EAGER": "0",
-        "STORAGE_BACKEND": "local",
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "FILE_ENCRYPTION_KEYS": f"ritest:{TEST_KEY}",
-        "IMAGEMEDIX_VAR_DIR": str(tmp_path / "var"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    command = [
-        str(Path(sys.executable).with_name("celery")), "-A", "imagemedix", "worker", "--pool=solo",
-        "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "-n", f"reports-itest-{os.getpid()}@%h",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=django_settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with celery_worker("reports-itest", broker, "ritest", TEST_KEY, tmp_path) as running:
+        yield running
 
 
 def _wait_until(predicate, what, proc, log_path):

@@ -60,6 +60,7 @@ class Artifact:
     path: Path
     extras: dict[str, Any] = field(default_factory=dict)
     _model: torch.nn.Module | None = field(default=None, repr=False)
+    _head_weight: torch.Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -79,12 +80,12 @@ class Artifact:
         """(classes, features) weights of the linear head: Grad-CAM's channel weights (cam.py)."""
         if self._model is not None:
             return self._model.get_classifier().weight
-        if "classifier_weight" not in self.extras:
+        if self._head_weight is None:
             from safetensors import safe_open
 
             with safe_open(str(self.path / WEIGHTS_FILE), framework="pt") as weights:
-                self.extras["classifier_weight"] = weights.get_tensor("classifier.weight").float()
-        return self.extras["classifier_weight"]
+                self._head_weight = weights.get_tensor("classifier.weight").float()
+        return self._head_weight
 
     @property
     def preprocessing(self) -> str:

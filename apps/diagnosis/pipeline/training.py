@@ -180,6 +180,19 @@ def validation_mask(
     return mask
 
 
+def carve_validation(
+    task: str, xs: np.ndarray, names: list[str], ys: np.ndarray, cfg: dict[str, Any]
+) -> tuple[np.ndarray, bool]:
+    """The validation mask the trainer uses for ``cfg`` (``val_fraction``, ``seed``, ``val_grouping``),
+    and whether it was drawn by near-duplicate group. benchmarks/selection.py carves the same way."""
+    grouping = cfg.get("val_grouping", DEFAULTS[task].get("val_grouping", "none"))
+    if grouping not in {"none", "near_duplicates"}:
+        raise ValueError("val_grouping must be 'none' or 'near_duplicates'")
+    groups = near_duplicate_groups(xs) if grouping == "near_duplicates" and task != "chest" else None
+    mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]), groups)
+    return mask, groups is not None
+
+
 def make_augment(size: int, flip: bool, scale_min: float = 0.75) -> Callable[[torch.Tensor], torch.Tensor]:
     from torchvision.transforms import v2
 
@@ -280,7 +293,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
 
     method = str(cfg["preprocessing"])
     preprocess(method, np.zeros((1, 8, 8), np.uint8))  # unknown names fail before any work
-    groups: np.ndarray | None = None
+    grouped = False
     if task == "router":
         if method != "none":
             raise ValueError("the router reads images as they come; preprocessing is for specialists")
@@ -290,11 +303,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         xs, ys, names = load_folder(data_dir / "train", labels, size)
         manifest = manifest_hash(names, ys)
         xs = preprocess(method, xs)
-        grouping = cfg.get("val_grouping", "none")
-        if grouping not in {"none", "near_duplicates"}:
-            raise ValueError("val_grouping must be 'none' or 'near_duplicates'")
-        groups = near_duplicate_groups(xs) if grouping == "near_duplicates" and task != "chest" else None
-        mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]), groups)
+        mask, grouped = carve_validation(task, xs, names, ys, cfg)
         xtr, ytr, xva, yva = xs[~mask], ys[~mask], xs[mask], ys[mask]
         test = None
         if (data_dir / "test").is_dir():
@@ -310,7 +319,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         class_weights=[round(float(w), 3) for w in class_weights],
         validation="by patient"
         if task == "chest"
-        else ("by near-duplicate group (corr ≥ 0.95), stratified" if groups is not None else "stratified"),
+        else ("by near-duplicate group (corr ≥ 0.95), stratified" if grouped else "stratified"),
         history=history,
         seconds=round(time.time() - started),
         pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
