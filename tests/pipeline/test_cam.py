@@ -7,7 +7,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from apps.diagnosis.pipeline.artifact import build_model
-from apps.diagnosis.pipeline.cam import class_activation_map, overlay_rgb, roi_box, upsample
+from apps.diagnosis.pipeline.cam import class_activation_map, focal_box, overlay_rgb, upsample
 
 
 @pytest.mark.parametrize("class_index", [0, 2])
@@ -42,11 +42,30 @@ def test_cam_map_matches_before_resizing_exactly():
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
-def test_roi_box_and_overlay():
+def test_focal_box_and_overlay():
     heat = np.zeros((50, 80), np.float32)
     heat[10:20, 30:45] = 1.0
-    assert roi_box(heat) == (30, 10, 45, 20)
-    assert roi_box(np.zeros((5, 5), np.float32)) is None
+    assert focal_box(heat) == (30, 10, 45, 20)
+    assert focal_box(np.zeros((5, 5), np.float32)) is None
     rgb = overlay_rgb(np.full((50, 80), 0.5, np.float32), heat)
     assert rgb.shape == (50, 80, 3) and rgb.dtype == np.uint8
     assert not np.array_equal(rgb[15, 35], rgb[40, 5])  # the hot region is coloured
+
+
+def test_no_box_around_both_lungs():
+    """Two separate hot regions (left and right lung): no box, although each is small."""
+    heat = np.zeros((100, 100), np.float32)
+    heat[30:60, 15:30] = 1.0
+    heat[30:60, 70:85] = 0.9
+    assert focal_box(heat) is None
+    heat[30:60, 70:85] = 0.2  # one lung only: a box around it
+    assert focal_box(heat) == (15, 30, 30, 60)
+
+
+def test_no_box_when_the_heat_is_spread_out():
+    heat = np.zeros((100, 100), np.float32)
+    heat[10:90, 10:90] = 1.0  # one region, but 64 % of the image
+    assert focal_box(heat) is None
+    ramp = np.tile(np.linspace(0, 1, 100, dtype=np.float32), (100, 1))
+    assert focal_box(ramp) is None  # half the image above half the maximum
+    assert focal_box(np.full((10, 10), np.nan, np.float32)) is None

@@ -123,10 +123,17 @@ def test_pipeline_from_trained_artifacts_runs_end_to_end(chest_folder, tmp_path)
     for sub, src in (("chest_xray", chest_folder), ("brain_mri", brain_root)):
         (router_root / sub).mkdir(parents=True)
         (router_root / sub / "train").symlink_to(src / "train")
+    for split, n in (("train", 6), ("val", 2)):  # real negatives of other modalities, by kind
+        _folder(router_root / "other_modalities" / split, ["head_ct", "microscopy"], n, 3)
     router = load_artifact(
         train("router", router_root, tmp_path / "w" / "router", positives_per_class=12, negatives=24, **kwargs)
     )
     assert router.thresholds["min_confidence"] >= 0.5
+    assert router.describer is not None and {"head_ct", "microscopy", "photo"} <= set(router.describer.kinds)
+    for specialist in (chest, brain):  # each carries its feature-space check, fitted on train/
+        assert specialist.feature_check is not None
+        assert specialist.feature_check.threshold == specialist.card["ood"]["threshold"] > 0
+        assert 0 <= specialist.thresholds["min_margin"] <= 1
     pipe = TwoStagePipeline(router=router, specialists={"chest": chest, "brain": brain})
     import io
 

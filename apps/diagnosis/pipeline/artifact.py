@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .ood import OOD_FILE, KindDescriber, MahalanobisCheck, load_check, load_describer
+
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 ARCH = "tf_efficientnet_lite0"
@@ -59,6 +61,10 @@ class Artifact:
     card: dict[str, Any]
     path: Path
     extras: dict[str, Any] = field(default_factory=dict)
+    #: A specialist's feature-space check (ood.py), when its card has one.
+    feature_check: MahalanobisCheck | None = None
+    #: The router's description of what an unsupported image resembles, when its card has one.
+    describer: KindDescriber | None = None
     _model: torch.nn.Module | None = field(default=None, repr=False)
     _head_weight: torch.Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -127,6 +133,15 @@ def load_artifact(path: str | Path, lazy: bool = False) -> Artifact:
         card=card,
         path=path,
     )
+    ood_card = card.get("ood") or {}
+    if ood_card:
+        ood_path = path / OOD_FILE
+        if file_sha256(ood_path) != ood_card.get("sha256"):
+            raise ValueError(f"{ood_path}: SHA-256 does not match its card")
+        if artifact.task == "router":
+            artifact.describer = load_describer(ood_path, list(ood_card["kinds"]))
+        else:
+            artifact.feature_check = load_check(ood_path, float(ood_card["threshold"]))
     if not lazy:
         artifact.model  # noqa: B018 - builds the model now, checking the weights
     return artifact

@@ -36,14 +36,33 @@ def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def roi_box(heatmap: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int] | None:
-    """Bounding box (x0, y0, x1, y1), in heatmap pixels, of the region at or above ``threshold``×max."""
-    if heatmap.size == 0 or float(heatmap.max()) <= 0:
+#: The focal-box criterion (docs/models/README.md): the "hot" region is where the heatmap reaches
+#: ``HOT_LEVEL`` of its maximum. A box is drawn only when that region is small and one piece.
+HOT_LEVEL = 0.5
+#: ... the hot region covers at most this share of the image (a box around both lungs tells a
+#: doctor nothing) ...
+MAX_HOT_AREA = 0.15
+#: ... and its largest connected piece holds at least this share of the hot pixels.
+MIN_MAIN_PIECE = 0.8
+
+
+def focal_box(heatmap: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1), in heatmap pixels, of the heatmap's one focal region, or None
+    when the heatmap is not focal (flat, spread over a large area, or split into several places)."""
+    import cv2
+
+    if heatmap.size == 0 or not np.isfinite(heatmap).all() or float(heatmap.max()) <= 0:
         return None
-    ys, xs = np.nonzero(heatmap >= threshold * float(heatmap.max()))
-    if len(xs) == 0:
+    hot = (heatmap >= HOT_LEVEL * float(heatmap.max())).astype(np.uint8)
+    hot_pixels = int(hot.sum())
+    if hot_pixels == 0 or hot_pixels > MAX_HOT_AREA * heatmap.size:
         return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    count, _, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+    main = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[main, cv2.CC_STAT_AREA] < MIN_MAIN_PIECE * hot_pixels:
+        return None
+    x, y, w, h = (int(v) for v in stats[main, :4])
+    return x, y, x + w, y + h
 
 
 def _jet_lut() -> np.ndarray:

@@ -7,6 +7,7 @@ reports its milliseconds in ``timings_ms``; models are loaded once, when the pip
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .artifact import Artifact, find_artifacts, load_artifact
-from .cam import class_activation_map, overlay_rgb, roi_box, upsample
+from .cam import class_activation_map, focal_box, overlay_rgb, upsample
 from .decode import DecodedImage, decode_image
+from .ood import KIND_PHRASES, embed
 from .preprocess import apply as preprocess
 from .runtime import Runner, build_runner
 
@@ -70,6 +72,15 @@ class PipelineResult:
     timings_ms: dict[str, float]
     image_size: tuple[int, int]
     source_format: str = ""
+    #: Why the read was refused, as a code (``REFUSAL_CODES``); the words are ``refusal_reason``.
+    refusal_code: str | None = None
+    #: The specialist read the image but cannot choose: ``candidates`` are the classes it hesitates
+    #: between (most likely first); ``label`` stays the top class for the record, never for display.
+    indeterminate: bool = False
+    candidates: list[str] = field(default_factory=list)
+    #: Feature-space out-of-distribution check of the specialist: score, threshold (score above
+    #: threshold → refused) and the nearest kind of image the router's embedding resembles.
+    ood: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +103,10 @@ class PipelineResult:
             "timings_ms": self.timings_ms,
             "image_size": list(self.image_size),
             "source_format": self.source_format,
+            "refusal_code": self.refusal_code,
+            "indeterminate": self.indeterminate,
+            "candidates": self.candidates,
+            "ood": self.ood,
         }
 
 
@@ -142,21 +157,25 @@ class TwoStagePipeline:
         return decode_image(data, max_side=WORKING_SIDE)
 
     @torch.inference_mode()
-    def route(self, pixels: np.ndarray) -> dict[str, float]:
-        logits = self.forward("router", to_model_input(pixels, self.router.input_size))[0][0]
-        probs = torch.softmax(logits / self.router.temperature, 0).tolist()
-        return dict(zip(self._route_labels, probs, strict=True))
+    def route(self, pixels: np.ndarray) -> tuple[dict[str, float], torch.Tensor]:
+        """Router probabilities and its penultimate embedding (for the refusal's wording)."""
+        logits, features = self.forward("router", to_model_input(pixels, self.router.input_size))
+        probs = torch.softmax(logits[0] / self.router.temperature, 0).tolist()
+        return dict(zip(self._route_labels, probs, strict=True)), embed(features)[0]
 
     @torch.inference_mode()
-    def diagnose(self, artifact: Artifact, pixels: np.ndarray) -> tuple[dict[str, float], int, np.ndarray]:
-        """Specialist probabilities, predicted index and the Grad-CAM map, from one forward pass."""
+    def diagnose(
+        self, artifact: Artifact, pixels: np.ndarray
+    ) -> tuple[dict[str, float], int, np.ndarray, torch.Tensor]:
+        """Specialist probabilities, predicted index, the Grad-CAM map and the penultimate
+        embedding (for the feature-space check), from one forward pass."""
         x = to_model_input(pixels, artifact.input_size, artifact.preprocessing)
         logits, features = self.forward(artifact.task, x)
         logits = logits[0]  # features: the target layer (bn2) output, from the same pass
         probs = torch.softmax(logits / artifact.temperature, 0)
         index = int(torch.argmax(probs))
         cam = class_activation_map(features, artifact.classifier_weight, index)
-        return dict(zip(artifact.labels, probs.tolist(), strict=True)), index, cam
+        return dict(zip(artifact.labels, probs.tolist(), strict=True)), index, cam, embed(features)[0]
 
     # -- the whole read ------------------------------------------------------------------
     def run(self, data: bytes) -> PipelineResult:
@@ -170,20 +189,14 @@ class TwoStagePipeline:
         timings["decode"] = _ms(t)
 
         t = time.perf_counter()
-        route_probs = self.route(work)
+        route_probs, route_embedding = self.route(work)
         timings["router"] = _ms(t)
         route = max(route_probs, key=route_probs.get)  # type: ignore[arg-type]
         models = {"router": {"version": self.router.version, "sha256": self.router.sha256}}
-        refused, reason = False, None
-        if route == "unsupported" or route not in ROUTE_TO_TASK:
-            refused = True
-            reason = "This image does not look like a chest X-ray or a brain MRI, so no AI read was made."
-        elif route_probs[route] < self.min_confidence:
-            refused = True
-            reason = (
-                f"The image looks most like {ROUTE_NAMES[route]}, but not clearly enough "
-                f"({route_probs[route]:.0%}) for an AI read."
-            )
+        code = refusal_code(route, route_probs, self.min_confidence)
+        kind = None
+        if code == "other_modality" and self.router.describer is not None:
+            kind = self.router.describer.describe(route_embedding)
         modality_warning = None
         if image.modality and route in EXPECTED_MODALITIES and image.modality.upper() not in EXPECTED_MODALITIES[route]:
             modality_warning = (
@@ -191,10 +204,11 @@ class TwoStagePipeline:
             )
 
         result = PipelineResult(
-            route="unsupported" if refused else route,
+            route="unsupported" if code else route,
             route_probabilities=route_probs,
-            refused=refused,
-            refusal_reason=reason,
+            refused=code is not None,
+            refusal_reason=refusal_reason(code, route, route_probs, kind) if code else None,
+            refusal_code=code,
             modality_tag=image.modality,
             modality_warning=modality_warning,
             task=None,
@@ -207,15 +221,27 @@ class TwoStagePipeline:
             timings_ms=timings,
             image_size=(image.width, image.height),
             source_format=image.source_format,
+            ood={"resembles": kind} if kind else {},
         )
-        if refused:
+        if code:
             timings["total"] = _ms(t0)
             return result
 
         task = ROUTE_TO_TASK[route]
         specialist = self.specialists[task]
         t = time.perf_counter()
-        probs, index, cam = self.diagnose(specialist, work)
+        probs, index, cam, embedding = self.diagnose(specialist, work)
+        models[task] = {"version": specialist.version, "sha256": specialist.sha256}
+        if specialist.feature_check is not None:
+            score = float(specialist.feature_check.scores(embedding[None])[0])
+            threshold = specialist.feature_check.threshold
+            result.ood = {"score": round(score, 4), "threshold": round(threshold, 4)}
+            if not math.isfinite(score) or score > threshold:
+                result.refused, result.refusal_code = True, "unlike_training"
+                result.refusal_reason = UNLIKE_TRAINING[route]
+                timings["specialist"] = _ms(t)
+                timings["total"] = _ms(t0)
+                return result
         timings["specialist"] = _ms(t)
 
         t = time.perf_counter()
@@ -228,21 +254,72 @@ class TwoStagePipeline:
             gray = upsample(gray.astype(np.float32), h, w)
         heatmap = upsample(cam, gray.shape[0], gray.shape[1])
         png = encode_png(overlay_rgb(gray, heatmap))
-        box = roi_box(heatmap)
+        candidates = uncertain_between(probs, float(specialist.thresholds.get("min_margin", 0.0)))
+        # A box only around one focal region, and never on an indeterminate read.
+        box = None if candidates else focal_box(heatmap)
         if box is not None:  # heatmap pixels → original image pixels
             sx, sy = image.width / heatmap.shape[1], image.height / heatmap.shape[0]
             box = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
         timings["overlay"] = _ms(t)
         timings["total"] = _ms(t0)
 
-        models[task] = {"version": specialist.version, "sha256": specialist.sha256}
         result.task = task
         result.label = specialist.labels[index]
         result.probabilities = probs
+        result.indeterminate = bool(candidates)
+        result.candidates = candidates
         result.heatmap = heatmap
         result.overlay_png = png
         result.roi_box = box
         return result
+
+
+def refusal_code(route: str, route_probs: dict[str, float], min_confidence: float) -> str | None:
+    """Why stage 1 refuses (``REFUSAL_CODES``), or None when it hands the image to a specialist."""
+    if not all(math.isfinite(p) for p in route_probs.values()):
+        return "unreadable"
+    if route not in ROUTE_TO_TASK:
+        return "other_modality"
+    if route_probs[route] < min_confidence:
+        return "unclear_route"
+    return None
+
+
+def refusal_reason(code: str, route: str, route_probs: dict[str, float], kind: str | None) -> str:
+    """The refusal in words a doctor understands."""
+    if code == "unreadable":
+        return "The image's pixel values could not be read as a picture (they are not finite numbers), so no AI read was made."
+    if code == "unclear_route":
+        return (
+            f"The image looks most like {ROUTE_NAMES[route]}, but not clearly enough "
+            f"({route_probs[route]:.0%}) for an AI read."
+        )
+    if kind:
+        return f"This looks like {KIND_PHRASES[kind]}, not a chest X-ray or a brain MRI, so no AI read was made."
+    return "This image does not look like a chest X-ray or a brain MRI, so no AI read was made."
+
+
+#: The feature-space refusal, per route: what the specialist was trained on, in plain words.
+UNLIKE_TRAINING = {
+    "chest_xray": (
+        "This looks like a chest X-ray, but unlike the films the model was trained on "
+        "(frontal chest X-rays of young children), so no AI read was made."
+    ),
+    "brain_mri": (
+        "This looks like a brain image, but unlike the MRIs the model was trained on "
+        "(axial, coronal and sagittal MRI slices of adults), so no AI read was made."
+    ),
+}
+REFUSAL_CODES = ("other_modality", "unclear_route", "unlike_training", "unreadable")
+
+
+def uncertain_between(probs: dict[str, float], min_margin: float) -> list[str]:
+    """The two most likely classes when the top one leads the second by less than ``min_margin``
+    (chosen on validation, card thresholds), else an empty list: the read commits to its label."""
+    ranked = sorted(probs, key=probs.get, reverse=True)  # type: ignore[arg-type]
+    if len(ranked) < 2 or probs[ranked[0]] - probs[ranked[1]] >= min_margin:
+        return []
+    return ranked[:2]
 
 
 def _working_copy(pixels: np.ndarray) -> np.ndarray:

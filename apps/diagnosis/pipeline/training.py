@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .artifact import ARCH, WEIGHTS_FILE, build_model, file_sha256, load_artifact
+from . import ood
+from .artifact import ARCH, WEIGHTS_FILE, _build_from_weights, build_model, file_sha256, load_artifact
 from .core import to_model_input
 from .metrics import classification_metrics, write_card
+from .ood import KindDescriber
 from .preprocess import DESCRIPTIONS as PREPROCESS_DESCRIPTIONS
 from .preprocess import apply as preprocess
 
@@ -51,15 +53,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "img_size": 96,
         "batch_size": 32,
         "lr": 1e-3,
-        "positives_per_class": 1200,
-        "negatives": 2400,
+        "positives_per_class": 1500,
+        # Synthetic negatives (photos, documents, screenshots, noise, tiny crops: negatives.py) ...
+        "negatives": 1500,
+        # ... beside every real image of other modalities (DIR/other_modalities/train/<kind>/),
+        # each kind repeated up to this many draws so that small kinds are not drowned out.
+        "min_per_kind": 200,
+        # Kinds left out of training: the leave-one-kind-out estimate (benchmarks/router_loko.py).
+        "exclude_kinds": "",
     },
-    "chest": {"epochs": 6, "img_size": 160, "batch_size": 32, "lr": 1e-3},
+    "chest": {"epochs": 6, "img_size": 160, "batch_size": 32, "lr": 1e-3, "selective_accuracy": 0.95},
     "brain": {
         "epochs": 8,
         "img_size": 160,
         "batch_size": 32,
         "lr": 1e-3,
+        "selective_accuracy": 0.98,
         # Neighbouring slices sit side by side in train/: validation is drawn group by group.
         "val_grouping": "near_duplicates",
     },
@@ -206,11 +215,37 @@ def make_augment(size: int, flip: bool, scale_min: float = 0.75) -> Callable[[to
     return v2.Compose(ops)
 
 
-def batch_input(batch: np.ndarray, size: int, augment: Callable | None = None) -> torch.Tensor:
+def appearance(t: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Random appearance changes of a float batch (N, 1, H, W) in [0, 1], one draw per image.
+
+    What differs between hospitals more than anatomy does: exposure curve (gamma), detector noise,
+    sharpness (blur) and contrast inversion of the window. ``strength`` 0 turns it off.
+    """
+    if strength <= 0:
+        return t
+    n = t.shape[0]
+    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.4, 0.4) * strength)
+    t = t.clamp(0, 1) ** gamma
+    blur = torch.rand(n) < 0.25 * strength
+    if blur.any():
+        from torchvision.transforms.v2 import functional as TF
+
+        sigma = float(torch.empty(1).uniform_(0.5, 1.5))
+        t[blur] = TF.gaussian_blur(t[blur], kernel_size=[5, 5], sigma=[sigma, sigma]).to(t.dtype)
+    noisy = (torch.rand(n, 1, 1, 1) < 0.3 * strength).float()
+    t = t + noisy * torch.randn_like(t) * torch.empty(n, 1, 1, 1).uniform_(0.0, 0.05)
+    return t.clamp(0, 1)
+
+
+def batch_input(
+    batch: np.ndarray, size: int, augment: Callable | None = None, appearance_strength: float = 1.0
+) -> torch.Tensor:
     t = torch.from_numpy(batch).unsqueeze(1)
     if augment is not None:
         t = torch.stack([augment(x) for x in t])
     t = t.float() / 255.0
+    if augment is not None:
+        t = appearance(t, appearance_strength)
     if t.shape[-1] != size:
         t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return ((t - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
@@ -267,6 +302,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "bf16": fast_bf16(),
         "preprocessing": "none",
         "label_smoothing": 0.0,
+        "appearance": 1.0,
+        "ood_false_refusal": 0.004,
         "pretrained": str(DEFAULT_PRETRAINED) if DEFAULT_PRETRAINED.exists() else None,
         **config,
     }
@@ -279,6 +316,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "bf16",
         "preprocessing",
         "label_smoothing",
+        "appearance",
+        "ood_false_refusal",
         "val_grouping",
         "pretrained",
         "version",
@@ -327,15 +366,16 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
     return finalize(
         task,
         model,
-        xva,
-        yva,
+        (xtr, ytr),
+        (xva, yva),
         test,
         Path(out_dir),
         size,
         manifest,
         training_info,
+        cfg,
+        data_dir,
         version=cfg.get("version"),
-        bf16=bool(cfg["bf16"]),
         preprocessing=method,
     )
 
@@ -373,7 +413,7 @@ def fit(
         for step in range(steps_per_epoch):
             idx = order[step * bs : (step + 1) * bs]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
-                logits = model(batch_input(xtr[idx], size, augment)).float()
+                logits = model(batch_input(xtr[idx], size, augment, float(cfg["appearance"]))).float()
             loss = F.cross_entropy(
                 logits,
                 torch.from_numpy(ytr[idx]).long(),
@@ -415,30 +455,54 @@ def fit(
 def finalize(
     task: str,
     model: torch.nn.Module,
-    xva: np.ndarray,
-    yva: np.ndarray,
+    train_set: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray] | None,
     out_dir: Path,
     size: int,
     manifest: str,
     training_info: dict[str, Any],
+    cfg: dict[str, Any],
+    data_dir: Path,
     version: str | None = None,
-    bf16: bool = True,
     preprocessing: str = "none",
 ) -> Path:
-    """Calibrate on validation, evaluate once on test, and write the artifact folder."""
+    """Write the fp16 artifact, then calibrate, fit the feature-space checks and evaluate on *that*
+    file (what ships, not the fp32 model in memory): temperature, thresholds and the out-of-
+    distribution check from train/validation only; ``test/`` is read once, at the end."""
     from safetensors.torch import save_file
 
     labels = TASK_LABELS[task]
-    val_logits = predict_logits(model, xva, size, bf16)
-    temperature = fit_temperature(val_logits, yva)
-    val_probs = torch.softmax(val_logits / temperature, 1).numpy()
-    thresholds = {"min_confidence": router_threshold(val_probs, yva)} if task == "router" else {}
     version = version or next_version(out_dir, task)
     folder = out_dir / version
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.half().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     save_file(state, str(folder / WEIGHTS_FILE))
+    shipped = _build_from_weights(folder / WEIGHTS_FILE, labels)
+    xva, yva = validation
+    val_logits, val_emb = logits_and_embeddings(shipped, xva, size)
+    temperature = fit_temperature(val_logits, yva)
+    val_probs = torch.softmax(val_logits / temperature, 1).numpy()
+    ood_card: dict[str, Any] = {}
+    if task == "router":
+        thresholds = {"min_confidence": router_threshold(val_probs, yva)}
+        describer = KindDescriber.fit(_kind_embeddings(shipped, data_dir, size, cfg))
+        ood.save(folder / ood.OOD_FILE, describer.tensors())
+        ood_card = {"describer": "cosine to per-kind centroids of the router embedding", "kinds": describer.kinds}
+    else:
+        thresholds = {"min_margin": selective_margin(val_probs, yva, float(cfg["selective_accuracy"]))}
+        xtr, ytr = train_set
+        check = fit_feature_check(shipped, xtr, ytr, size, task)
+        false_refusal = float(cfg["ood_false_refusal"])
+        threshold = check.calibrate(val_emb, false_refusal)
+        ood.save(folder / ood.OOD_FILE, check.tensors())
+        ood_card = {
+            "method": "class-conditional Mahalanobis, tied covariance shrunk 5%, on the penultimate embedding",
+            "fitted_on": "train/ (clean + one augmented copy), validation carved from train/ for the threshold",
+            "threshold": round(threshold, 4),
+            "false_refusal_target": false_refusal,
+        }
+    ood_card["sha256"] = file_sha256(folder / ood.OOD_FILE)
     card: dict[str, Any] = {
         "task": task,
         "version": version,
@@ -451,6 +515,7 @@ def finalize(
         "preprocessing_method": preprocessing,
         "temperature": round(temperature, 4),
         "thresholds": thresholds,
+        "ood": ood_card,
         "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
         "data_manifest_sha256": manifest,
         "training": training_info,
@@ -458,11 +523,81 @@ def finalize(
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if test is not None:
-        test_probs = torch.softmax(predict_logits(model, test[0], size, bf16) / temperature, 1).numpy()
+        test_logits, _ = logits_and_embeddings(shipped, test[0], size)
+        test_probs = torch.softmax(test_logits / temperature, 1).numpy()
         card["test_metrics"] = classification_metrics(test[1], test_probs, labels)
         card["extra_test_metrics"] = extra_metrics(task, test[1], test_probs, thresholds)
     write_card(folder, card)
     return folder
+
+
+@torch.no_grad()
+def logits_and_embeddings(
+    model: torch.nn.Module, xs: np.ndarray, size: int, augment: Callable | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits and penultimate embeddings of uint8 images (N, S, S), as inference computes them."""
+    model.eval()
+    logits, embeddings = [], []
+    for i in range(0, len(xs), 64):
+        features = model.forward_features(batch_input(xs[i : i + 64], size, augment))
+        logits.append(model.forward_head(features).float())
+        embeddings.append(ood.embed(features))
+    return torch.cat(logits), torch.cat(embeddings)
+
+
+def fit_feature_check(model: torch.nn.Module, xtr: np.ndarray, ytr: np.ndarray, size: int, task: str):
+    """The specialist's Mahalanobis check, fitted on its training images: each clean and once
+    augmented (geometry and appearance, as in training), so that ordinary differences between
+    hospitals in exposure, noise and framing stay inside the fitted region."""
+    torch.manual_seed(1)
+    _, clean = logits_and_embeddings(model, xtr, size)
+    _, augmented = logits_and_embeddings(model, xtr, size, make_augment(size, flip=task != "chest"))
+    return ood.MahalanobisCheck.fit(torch.cat([clean, augmented]), np.concatenate([ytr, ytr]))
+
+
+def selective_margin(probs: np.ndarray, ys: np.ndarray, target_accuracy: float) -> float:
+    """The smallest margin (top probability minus the second) at which the reads the model commits
+    to reach ``target_accuracy`` on validation; below it a read is "indeterminate"."""
+    top2 = np.sort(probs, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    correct = probs.argmax(1) == ys
+    for m in np.unique(np.concatenate([[0.0], margin])):
+        kept = margin >= m
+        if kept.sum() >= max(10, 0.2 * len(ys)) and correct[kept].mean() >= target_accuracy:
+            return round(float(m), 4)
+    return round(float(np.quantile(margin, 0.8)), 4)
+
+
+def risk_coverage(probs: np.ndarray, ys: np.ndarray, margins: list[float]) -> list[dict[str, float]]:
+    """Coverage (share of reads committed to) and their accuracy, per margin threshold."""
+    top2 = np.sort(probs, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    correct = probs.argmax(1) == ys
+    rows = []
+    for m in margins:
+        kept = margin >= m
+        rows.append(
+            {
+                "min_margin": round(float(m), 4),
+                "coverage": round(float(kept.mean()), 4),
+                "accuracy": round(float(correct[kept].mean()), 4) if kept.any() else float("nan"),
+            }
+        )
+    return rows
+
+
+def _kind_embeddings(model: torch.nn.Module, data_dir: Path, size: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Router embeddings of each negative kind it trained on (real modalities and synthetic)."""
+    from .negatives import generate
+
+    exclude = {k for k in str(cfg.get("exclude_kinds") or "").split(",") if k}
+    images = other_modality_images(data_dir, "train", size, exclude)
+    synthetic, kinds = generate(600, size, seed=int(cfg["seed"]) + 3, heldout=False)
+    for kind in ("photo", "document", "screenshot"):
+        chosen = [i for i, k in enumerate(kinds) if k == kind]
+        if chosen:
+            images[kind] = synthetic[chosen]
+    return {kind: logits_and_embeddings(model, xs, size)[1] for kind, xs in images.items()}
 
 
 def extra_metrics(task: str, ys: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]) -> dict[str, float]:
@@ -491,38 +626,84 @@ def next_version(out_dir: Path, task: str) -> str:
     return f"{task}-{stamp}-{n}"
 
 
+OTHER_MODALITIES = "other_modalities"
+
+
+def other_modality_images(root: Path, split: str, size: int, exclude: set[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Real images of other modalities, ``root/other_modalities/<split>/<kind>/*``, per kind.
+
+    Every one of them is a router negative ("unsupported"); the kinds are bookkeeping for the
+    per-kind figures and for the refusal wording, never router classes.
+    """
+    folder = root / OTHER_MODALITIES / split
+    if not folder.is_dir():
+        raise ValueError(f"router training needs real negatives in {folder}")
+    kinds: dict[str, np.ndarray] = {}
+    for kind_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if kind_dir.name in exclude:
+            continue
+        files = sorted(p for p in kind_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        if files:
+            kinds[kind_dir.name] = np.stack([_load_gray(f, size) for f in files])
+    return kinds
+
+
+def _load_gray(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
 def _router_data(root: Path, size: int, cfg: dict[str, Any]):
+    """Router training and validation sets.
+
+    Positives: ``positives_per_class`` chest X-rays and brain MRIs drawn from each ``train/``, a
+    sixth of them kept for validation. Negatives: every image of ``other_modalities/train`` (small
+    kinds repeated up to ``min_per_kind``; augmentation makes the repeats differ) plus synthetic
+    ones; validation negatives are ``other_modalities/val`` plus fresh synthetic ones.
+    """
     from .negatives import generate
 
     rng = np.random.default_rng(int(cfg["seed"]))
     per_class = int(cfg["positives_per_class"])
+    exclude = {k for k in str(cfg.get("exclude_kinds") or "").split(",") if k}
     parts, names = [], []
     for sub in ("chest_xray", "brain_mri"):
         files = sorted((root / sub / "train").rglob("*.jp*g")) + sorted((root / sub / "train").rglob("*.png"))
         if not files:
             raise ValueError(f"router training needs {root / sub / 'train'}")
         pick = rng.choice(len(files), size=min(per_class, len(files)), replace=False)
-        parts.append(
-            np.stack([np.asarray(Image.open(files[i]).convert("L").resize((size, size), Image.BILINEAR)) for i in pick])
-        )
+        parts.append(np.stack([_load_gray(files[i], size) for i in pick]))
         names += [files[i].name for i in pick]
     pool = np.concatenate([parts[0][:200], parts[1][:200]])
+    real_train = other_modality_images(root, "train", size, exclude)
+    real_val = other_modality_images(root, "val", size, exclude)
+    min_per_kind = int(cfg["min_per_kind"])
+    real = [
+        images[rng.choice(len(images), min_per_kind, replace=True)] if len(images) < min_per_kind else images
+        for images in real_train.values()
+    ]
     negs, _ = generate(int(cfg["negatives"]), size, seed=int(cfg["seed"]) + 1, heldout=False, real_pool=pool)
     vnegs, _ = generate(
         max(50, int(cfg["negatives"]) // 6), size, seed=int(cfg["seed"]) + 2, heldout=False, real_pool=pool
     )
-    xs = np.concatenate([parts[0], parts[1], negs])
-    ys = np.array([0] * len(parts[0]) + [1] * len(parts[1]) + [2] * len(negs))
+    negatives = np.concatenate([*real, negs])
+    xs = np.concatenate([parts[0], parts[1], negatives])
+    ys = np.array([0] * len(parts[0]) + [1] * len(parts[1]) + [2] * len(negatives))
     val = np.zeros(len(ys), bool)
     for c in (0, 1):
         idx = np.where(ys == c)[0]
         val[rng.choice(idx, max(1, len(idx) // 6), replace=False)] = True
-    manifest = manifest_hash(names, ys[ys < 2], f"|negatives seed {int(cfg['seed']) + 1} n {len(negs)} size {size}")
+    extra = (
+        f"|negatives seed {int(cfg['seed']) + 1} n {len(negs)} size {size}"
+        f"|other modalities {','.join(f'{k}:{len(v)}' for k, v in real_train.items())}"
+    )
+    manifest = manifest_hash(names, ys[ys < 2], extra)
+    xval_neg = np.concatenate([*real_val.values(), vnegs])
     return (
         xs[~val],
         ys[~val],
-        np.concatenate([xs[val], vnegs]),
-        np.concatenate([ys[val], np.full(len(vnegs), 2)]),
+        np.concatenate([xs[val], xval_neg]),
+        np.concatenate([ys[val], np.full(len(xval_neg), 2)]),
         manifest,
     )
 
@@ -537,9 +718,7 @@ def _router_test(root: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
         if not folder.is_dir():
             return None
         files = sorted(folder.rglob("*.jp*g")) + sorted(folder.rglob("*.png"))
-        parts.append(
-            np.stack([np.asarray(Image.open(f).convert("L").resize((size, size), Image.BILINEAR)) for f in files])
-        )
+        parts.append(np.stack([_load_gray(f, size) for f in files]))
         ys += [index] * len(files)
     negs, _ = generate(600, size, seed=999, heldout=True)
     return np.concatenate([*parts, negs]), np.array(ys + [2] * len(negs))
