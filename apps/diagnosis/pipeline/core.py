@@ -288,7 +288,7 @@ def refusal_code(route: str, route_probs: dict[str, float], min_confidence: floa
 def refusal_reason(code: str, route: str, route_probs: dict[str, float], kind: str | None) -> str:
     """The refusal in words a doctor understands."""
     if code == "unreadable":
-        return "The image's pixel values could not be read as a picture (they are not finite numbers), so no AI read was made."
+        return "The pixel values of this image are not finite numbers, so no AI read was made."
     if code == "unclear_route":
         return (
             f"The image looks most like {ROUTE_NAMES[route]}, but not clearly enough "
