@@ -1,8 +1,8 @@
 """Reactions to other apps' signals (connected in ChatConfig.ready()).
 
 * ``study_status_changed`` → a live ``study.status`` event to the doctors caring for the
-  patient and the uploader; a persisted "AI read ready" / "AI read failed" notification when
-  the read finishes.
+  patient and the uploader; a persisted notification when the read finishes ("AI read ready",
+  "AI unsure", "Not read by the AI" or "AI read failed", with the status message as its body).
 * ``care_assignment_ended`` → open chat sockets of that doctor–patient pair are told access
   ended and close.
 
@@ -19,7 +19,7 @@ from django.urls import NoReverseMatch, reverse
 
 from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import tenant_scope
-from apps.studies.models import CareAssignment, Study, StudyStatus
+from apps.studies.models import FINISHED_STATUSES, CareAssignment, Study, StudyStatus
 
 from . import notifications
 from .models import Conversation, NotificationKind
@@ -84,13 +84,12 @@ def _study_status_changed(study_id: int, hospital_id: int, status: str, message:
         event = study_status_event(study_id, status, message)
         for user_id in recipients:
             notifications.push_event(hospital_id=hospital_id, user_id=user_id, event=event)
-        if status not in (StudyStatus.DONE, StudyStatus.FAILED):
+        if status not in FINISHED_STATUSES:
             return
         patient = study.patient
-        if status == StudyStatus.DONE:
-            kind, title = NotificationKind.RESULT_READY, f"AI read ready for {patient.full_name} ({patient.mrn})"
-        else:
-            kind, title = NotificationKind.STUDY_FAILED, f"AI read failed for {patient.full_name} ({patient.mrn})"
+        # A refused or indeterminate read is a result too, but its title must not say "ready".
+        kind = NotificationKind.STUDY_FAILED if status == StudyStatus.FAILED else NotificationKind.RESULT_READY
+        title = f"{StudyStatus(status).label} for {patient.full_name} ({patient.mrn})"
         url = study_url(study.hospital.slug, study_id)
         for user_id in recipients:
             notifications.notify(

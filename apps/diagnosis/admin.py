@@ -102,8 +102,19 @@ class ScopedReadOnlyAdmin(ReadOnlyAdminMixin, HospitalScopedAdmin):
 
 @admin.register(Diagnosis)
 class DiagnosisAdmin(ScopedReadOnlyAdmin):
-    list_display = ("id", "hospital", "study", "route", "refused", "label", "specialist_version", "created_at")
-    list_filter = ("hospital", "route", "refused", "task")
+    list_display = (
+        "id",
+        "hospital",
+        "study",
+        "route",
+        "refused",
+        "refusal_code",
+        "indeterminate",
+        "label",
+        "specialist_version",
+        "created_at",
+    )
+    list_filter = ("hospital", "route", "refused", "refusal_code", "indeterminate", "task")
     search_fields = ("label", "study__id")
     list_select_related = ("hospital", "study__patient", "specialist_version")
     fields = (
@@ -112,11 +123,15 @@ class DiagnosisAdmin(ScopedReadOnlyAdmin):
         "route",
         "route_probabilities",
         "refused",
+        "refusal_code",
         "refusal_reason",
         "modality_warning",
         "task",
         "label",
+        "indeterminate",
+        "candidates",
         "probabilities",
+        "ood",
         "roi_box",
         "router_version",
         "router_sha256",

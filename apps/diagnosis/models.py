@@ -32,6 +32,15 @@ SPECIALIST_FOR_ROUTE = {Modality.CHEST_XRAY: Task.CHEST, Modality.BRAIN_MRI: Tas
 SPECIALIST_TASKS = (Task.CHEST, Task.BRAIN)
 
 
+class RefusalCode(models.TextChoices):
+    """Why the pipeline made no AI read (``PipelineResult.refusal_code``); ``refusal_reason`` has the words."""
+
+    OTHER_MODALITY = "other_modality", "Not a chest X-ray or brain MRI"
+    UNCLEAR_ROUTE = "unclear_route", "Image type unclear"
+    UNLIKE_TRAINING = "unlike_training", "Unlike the images the model was trained on"
+    UNREADABLE = "unreadable", "Image unreadable for the AI"
+
+
 class ModelVersion(models.Model):
     """One trained artifact (weights + model card) in the registry.
 
@@ -99,8 +108,10 @@ class ModelVersion(models.Model):
 class Diagnosis(models.Model):
     """The AI second read of one study by one set of model versions.
 
-    Stage 1 (router) always ran; if it refused the image (``refused``) there is no specialist
-    result. The Grad-CAM overlay is stored encrypted like every file (apps/studies/storage.py).
+    Stage 1 (router) always ran; if the image was refused (``refused``, ``refusal_code``) there
+    is no specialist result. An ``indeterminate`` read names its ``candidates`` instead of a
+    label: ``label_display`` says "Indeterminate: …" and ``confidence`` is None. The Grad-CAM
+    overlay is stored encrypted like every file (apps/studies/storage.py).
     ``versions_key`` names the model versions used ("<router pk>:<specialist pk or ->"); it is
     unique per study, so running the same read twice stores it once.
     """
@@ -110,11 +121,19 @@ class Diagnosis(models.Model):
     route = models.CharField(max_length=20, choices=Modality.choices)
     route_probabilities = models.JSONField(default=dict)
     refused = models.BooleanField(default=False)
+    refusal_code = models.CharField(max_length=20, choices=RefusalCode.choices, blank=True)
     refusal_reason = models.CharField(max_length=500, blank=True)
     modality_warning = models.CharField(max_length=500, blank=True)
     task = models.CharField(max_length=10, choices=Task.choices, blank=True)
     label = models.CharField(max_length=64, blank=True)
     probabilities = models.JSONField(default=dict, blank=True)
+    # The specialist read the image but could not choose between ``candidates`` (most likely
+    # first). ``label`` stays the top class for the record; it is never shown as the AI's result.
+    indeterminate = models.BooleanField(default=False)
+    candidates = models.JSONField(default=list, blank=True)
+    ood = models.JSONField(
+        default=dict, blank=True, help_text="Out-of-distribution check of the specialist (score, threshold, …)."
+    )
     # The Grad-CAM overlay PNG, encrypted (sha256 of the plaintext).
     overlay_name = models.CharField(max_length=300, blank=True)
     overlay_sha256 = models.CharField(max_length=64, blank=True)
@@ -141,20 +160,36 @@ class Diagnosis(models.Model):
         indexes = [models.Index(fields=["study", "-created_at"])]
 
     def __str__(self) -> str:
-        outcome = "refused" if self.refused else (self.label or "no label")
+        if self.refused:
+            outcome = "refused"
+        elif self.indeterminate:
+            outcome = f"indeterminate ({', '.join(self.candidates)})"
+        else:
+            outcome = self.label or "no label"
         return f"Diagnosis #{self.pk} of study #{self.study_id}: {outcome}"
 
     @property
     def confidence(self) -> float | None:
-        """The probability of the predicted label (None when refused)."""
-        if self.refused or not self.label:
+        """The probability of the predicted label (None when refused or indeterminate: an
+        indeterminate read has no label to put a percentage on)."""
+        if self.refused or self.indeterminate or not self.label:
             return None
         value = (self.probabilities or {}).get(self.label)
         return float(value) if value is not None else None
 
     @property
     def label_display(self) -> str:
+        """The AI's result as people read it: "Viral pneumonia", or "Indeterminate: bacterial or
+        viral pneumonia" when the specialist could not choose."""
+        if self.indeterminate:
+            return indeterminate_display(self.candidates)
         return label_display(self.label)
+
+    @property
+    def candidates_display(self) -> str:
+        """ "bacterial and viral pneumonia", for "The AI could not decide between …" (empty unless
+        indeterminate)."""
+        return candidates_phrase(self.candidates, "and") if self.indeterminate else ""
 
     @property
     def sorted_probabilities(self) -> list[tuple[str, float]]:
@@ -166,9 +201,11 @@ class Diagnosis(models.Model):
 
     @property
     def probability_rows(self) -> list[dict[str, object]]:
-        """One row per class for the probability bars: label, display name, percent, is the top class."""
+        """One row per class for the probability bars: label, display name, percent, is the top
+        class (none on an indeterminate read), is one of the indeterminate read's candidates."""
         rows = self.sorted_probabilities
-        top = max((p for _, p in rows), default=None)
+        # An indeterminate read has no winner to highlight.
+        top = None if self.indeterminate else max((p for _, p in rows), default=None)
         return [
             {
                 "label": label,
@@ -176,6 +213,7 @@ class Diagnosis(models.Model):
                 "percent": round(p * 100, 1),
                 "width": f"{max(0.0, min(p, 1.0)) * 100:.1f}",
                 "is_top": p == top,
+                "is_candidate": self.indeterminate and label in (self.candidates or []),
             }
             for label, p in rows
         ]
@@ -245,3 +283,47 @@ def label_display(label: str) -> str:
         return LABEL_NAMES[label]
     text = (label or "").replace("_", " ").strip()
     return text[:1].upper() + text[1:]
+
+
+def candidates_phrase(candidates: list[str], conjunction: str = "or") -> str:
+    """The classes an indeterminate read hesitates between, in running text:
+    ``["bacterial_pneumonia", "viral_pneumonia"]`` → "bacterial or viral pneumonia",
+    ``["normal", "bacterial_pneumonia"]`` → "normal or bacterial pneumonia",
+    ``["glioma", "meningioma", "pituitary"]`` → "glioma, meningioma or pituitary tumour".
+
+    Names are lower-cased at their first letter only; a last word every name shares is said once
+    ("bacterial or viral pneumonia"), unless that would leave a bare "no" ("no tumour or
+    pituitary tumour" stays as it is). ``conjunction`` is "or" or "and" ("between bacterial and
+    viral pneumonia").
+    """
+    names = [_lower_first(label_display(str(code))) for code in candidates if code]
+    if not names:
+        return ""
+    words = [name.split(" ") for name in names]
+    shared = words[0][-1]
+    if (
+        len(names) > 1
+        and all(len(w) > 1 and w[-1] == shared for w in words)
+        and not any(w[0] in {"no", "not"} and len(w) == 2 for w in words)
+    ):
+        heads = [" ".join(w[:-1]) for w in words]
+        return f"{_join(heads, conjunction)} {shared}"
+    return _join(names, conjunction)
+
+
+def indeterminate_display(candidates: list[str]) -> str:
+    """The headline of an indeterminate AI read: "Indeterminate: bacterial or viral pneumonia".
+    The one place this wording is built (the study page, review screen, PDF, API, timeline and
+    notifications all use it)."""
+    phrase = candidates_phrase(candidates)
+    return f"Indeterminate: {phrase}" if phrase else "Indeterminate"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _join(items: list[str], conjunction: str) -> str:
+    if len(items) == 1:
+        return items[0]
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"

@@ -2,8 +2,9 @@
 studies that got stuck. Each state change runs in a transaction and writes an audit event.
 
 ``run_diagnosis`` is what the Celery task ``diagnose_study`` calls. It never loses a study:
-whatever goes wrong, the study ends ``done`` (with a result, or a refusal the clinician can
-read) or ``failed`` (with a message saying the image is kept and can be re-run), except for
+whatever goes wrong, the study ends with a result (``done``; ``unsure`` when the read is
+indeterminate; ``refused`` with a reason the clinician can read when the AI made no read) or
+``failed`` (with a message saying the image is kept and can be re-run), except for
 transient errors (database or broker briefly away), which it raises so the task retries.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
@@ -20,16 +21,31 @@ from django.dispatch import Signal
 from django.http import HttpRequest
 from django.utils import timezone
 from django_scopes import scopes_disabled
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.accounts import audit
 from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import tenant_scope
-from apps.studies.models import Modality, Study, StudyStatus
+from apps.studies.models import RESULT_STATUSES, Modality, Study, StudyStatus
 from apps.studies.services import enqueue_diagnosis, set_study_status
 from apps.studies.storage import TamperedFileError, delete_stored, read_encrypted, store_encrypted
 
 from . import engine, registry
-from .models import Diagnosis, Feedback, FeedbackAction, ModelVersion, Task, label_display
+from .models import (
+    Diagnosis,
+    Feedback,
+    FeedbackAction,
+    ModelVersion,
+    RefusalCode,
+    Task,
+    candidates_phrase,
+    label_display,
+)
+
+if TYPE_CHECKING:  # the pipeline (torch) is imported when a read runs, not at module import
+    from .pipeline.core import PipelineResult
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +60,24 @@ MSG_TAMPERED = (
     "The study is kept; please contact your administrator."
 )
 MSG_NO_MODELS = "The AI models are not installed on this server yet; the image is kept and can be re-run."
-MSG_REFUSED = "Not a chest X-ray or brain MRI: {reason}"
+#: A refused read: the pill says "Not read by the AI", the message gives the pipeline's reason.
+MSG_REFUSED = "Not read by the AI: {reason}"
+MSG_REFUSED_DEFAULT_REASON = "the image was not recognised as a chest X-ray or brain MRI"
+MSG_READY = "AI second read ready"
+#: An indeterminate read: no label and no percentage, only the findings the AI hesitates between.
+MSG_INDETERMINATE = "AI second read ready: indeterminate — {candidates}"
 
 #: Errors that go away by themselves (database restarting, broker briefly unreachable): the task
 #: retries these with backoff instead of failing the study.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
-try:  # kombu/redis connection errors, when those packages are installed (they are, with Celery)
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
-    TRANSIENT_ERRORS += (KombuOperationalError,)
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    TRANSIENT_ERRORS += (RedisConnectionError, RedisTimeoutError)
-except ImportError:  # pragma: no cover
-    pass
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    TimeoutError,
+    KombuOperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 
 # --- Reading results -----------------------------------------------------------------------
@@ -87,11 +103,14 @@ def diagnosis_summary(study: Study, diagnosis: Diagnosis | None = None) -> dict[
         "id": diagnosis.pk,
         "route": diagnosis.route,
         "refused": diagnosis.refused,
+        "refusal_code": diagnosis.refusal_code or None,
         "refusal_reason": diagnosis.refusal_reason,
         "modality_warning": diagnosis.modality_warning,
         "task": diagnosis.task,
         "label": diagnosis.label,
         "label_display": diagnosis.label_display,
+        "indeterminate": diagnosis.indeterminate,
+        "candidates": diagnosis.candidates,
         "confidence": diagnosis.confidence,
         "probabilities": diagnosis.probabilities,
         "roi_box": diagnosis.roi_box,
@@ -154,7 +173,7 @@ def give_up(study_id: int) -> None:
     its read keeps killing the worker."""
     with scopes_disabled():
         row = Study.objects.filter(pk=study_id).values_list("hospital_id", "status").first()
-    if row is None or row[1] == StudyStatus.DONE:
+    if row is None or row[1] in RESULT_STATUSES:
         return
     _fail_quietly(study_id, row[0], MSG_CRASHED)
 
@@ -188,9 +207,8 @@ def _run_in_scope(study_id: int, hospital_id: int) -> Diagnosis | None:
     candidate_keys = [versions_key(router_mv, None)] + [versions_key(router_mv, mv) for mv in specialists.values()]
     existing = Diagnosis.objects.filter(study=study, versions_key__in=candidate_keys).order_by("-pk").first()
     if existing is not None:
-        if study.status != StudyStatus.DONE:
-            modality = existing.route if not existing.refused else Modality.UNSUPPORTED
-            _set_status(study.pk, hospital_id, StudyStatus.DONE, _done_message(existing), modality=modality)
+        if study.status != result_status(existing):
+            _announce_result(existing)
         return existing
 
     _set_status(study.pk, hospital_id, StudyStatus.PROCESSING, MSG_PROCESSING)
@@ -234,54 +252,89 @@ def _json_safe(value: Any) -> Any:
         return str(value)
 
 
-def _done_message(diagnosis: Diagnosis) -> str:
+def result_status(diagnosis: Diagnosis) -> str:
+    """The study status a stored AI read ends in: ``refused`` (no read), ``unsure``
+    (indeterminate) or ``done`` (a suggested label)."""
     if diagnosis.refused:
-        reason = (diagnosis.refusal_reason or "the image was not recognised").strip().rstrip(".")
+        return StudyStatus.REFUSED
+    if diagnosis.indeterminate:
+        return StudyStatus.UNSURE
+    return StudyStatus.DONE
+
+
+def _announce_result(diagnosis: Diagnosis) -> None:
+    """Move the study to the status of its stored read (announced on commit)."""
+    modality = diagnosis.route if not diagnosis.refused else Modality.UNSUPPORTED
+    _set_status(
+        diagnosis.study_id,
+        diagnosis.hospital_id,
+        result_status(diagnosis),
+        _done_message(diagnosis),
+        modality=modality,
+    )
+
+
+def _done_message(diagnosis: Diagnosis) -> str:
+    """The study's status message (and the notification's body) for a stored read."""
+    if diagnosis.refused:
+        reason = (diagnosis.refusal_reason or MSG_REFUSED_DEFAULT_REASON).strip().rstrip(".")
         if len(reason) > 1 and reason[1].islower():  # "This image…" → "this image…", "DICOM…" stays
             reason = reason[0].lower() + reason[1:]
         return MSG_REFUSED.format(reason=reason)[:500]
-    message = "AI second read ready"
-    if diagnosis.label:
-        confidence = diagnosis.confidence
-        pct = f" ({confidence * 100:.0f}%)" if confidence is not None else ""
-        message += f": {diagnosis.label_display}{pct}"
+    if diagnosis.indeterminate:
+        message = MSG_INDETERMINATE.format(candidates=candidates_phrase(diagnosis.candidates))
+    else:
+        message = MSG_READY
+        if diagnosis.label:
+            confidence = diagnosis.confidence
+            pct = f" ({confidence * 100:.0f}%)" if confidence is not None else ""
+            message += f": {diagnosis.label_display}{pct}"
     if diagnosis.modality_warning:
         message += f". Note: {diagnosis.modality_warning}"
     return message[:500]
 
 
 def _store_result(
-    study: Study, result: Any, router_mv: ModelVersion, specialists: dict[str, ModelVersion]
+    study: Study, result: PipelineResult, router_mv: ModelVersion, specialists: dict[str, ModelVersion]
 ) -> Diagnosis:
-    task = getattr(result, "task", None) or ""
-    refused = bool(getattr(result, "refused", False)) or not task
+    task = result.task or ""
+    refused = result.refused or not task
     specialist_mv = None if refused else specialists.get(task)
-    route = str(getattr(result, "route", "") or Modality.UNSUPPORTED)
+    route = result.route or Modality.UNSUPPORTED
     if route not in Modality.values:
         route = Modality.UNSUPPORTED
-    overlay_png = None if refused else getattr(result, "overlay_png", None)
+    refusal_code = (result.refusal_code or "") if refused else ""
+    if refusal_code and refusal_code not in RefusalCode.values:
+        log.warning("Study %s: unknown refusal code %r from the pipeline, stored without it", study.pk, refusal_code)
+        refusal_code = ""
+    indeterminate = not refused and result.indeterminate
+    overlay_png = None if refused else result.overlay_png
     overlay = (
         store_encrypted(overlay_png, folder=f"diagnoses/h{study.hospital_id}", suffix=".png") if overlay_png else None
     )
     fields = {
         "hospital": study.hospital,
         "route": route,
-        "route_probabilities": _json_safe(getattr(result, "route_probabilities", None) or {}),
+        "route_probabilities": _json_safe(result.route_probabilities or {}),
         "refused": refused,
-        "refusal_reason": str(getattr(result, "refusal_reason", "") or ("" if not refused else "not recognised"))[:500],
-        "modality_warning": str(getattr(result, "modality_warning", "") or "")[:500],
+        "refusal_code": refusal_code,
+        "refusal_reason": (result.refusal_reason or ("not recognised" if refused else ""))[:500],
+        "modality_warning": (result.modality_warning or "")[:500],
         "task": "" if refused else task,
-        "label": "" if refused else str(getattr(result, "label", "") or ""),
-        "probabilities": {} if refused else _json_safe(getattr(result, "probabilities", None) or {}),
+        "label": "" if refused else (result.label or ""),
+        "probabilities": {} if refused else _json_safe(result.probabilities or {}),
+        "indeterminate": indeterminate,
+        "candidates": [str(c) for c in result.candidates] if indeterminate else [],
+        "ood": _json_safe(result.ood or {}),
         "overlay_name": overlay.name if overlay else "",
         "overlay_sha256": overlay.sha256 if overlay else "",
         "overlay_key_id": overlay.key_id if overlay else "",
-        "roi_box": None if refused else _json_safe(getattr(result, "roi_box", None)),
+        "roi_box": None if refused else _json_safe(result.roi_box),
         "router_version": router_mv,
         "router_sha256": router_mv.weights_sha256,
         "specialist_version": specialist_mv,
         "specialist_sha256": specialist_mv.weights_sha256 if specialist_mv else "",
-        "timings_ms": _json_safe(getattr(result, "timings_ms", None) or {}),
+        "timings_ms": _json_safe(result.timings_ms or {}),
     }
     try:
         with transaction.atomic():
@@ -297,11 +350,12 @@ def _store_result(
                     route=route,
                     label=diagnosis.label,
                     refused=refused,
+                    refusal_code=refusal_code,
+                    indeterminate=indeterminate,
                     router=router_mv.version,
                     specialist=specialist_mv.version if specialist_mv else "",
                 )
-            modality = diagnosis.route if not diagnosis.refused else Modality.UNSUPPORTED
-            _set_status(study.pk, study.hospital_id, StudyStatus.DONE, _done_message(diagnosis), modality=modality)
+            _announce_result(diagnosis)
     except BaseException:
         if overlay:
             delete_stored(overlay.name)
@@ -389,8 +443,14 @@ def _give_feedback(
 def confirm_diagnosis(
     diagnosis: Diagnosis, doctor: Any, comment: str = "", *, request: HttpRequest | None = None
 ) -> Feedback:
-    """The doctor agrees with the AI label."""
+    """The doctor agrees with the AI label. An indeterminate read has no label to agree with:
+    record the doctor's own label with ``correct_diagnosis`` instead."""
     _check_reviewer(diagnosis, doctor)
+    if diagnosis.indeterminate:
+        raise ValidationError(
+            f"The AI could not decide between {candidates_phrase(diagnosis.candidates, 'and')}, "
+            "so there is no AI label to confirm. Choose the label you read instead."
+        )
     return _give_feedback(diagnosis, doctor, FeedbackAction.CONFIRM, "", comment, request)
 
 
@@ -398,13 +458,14 @@ def correct_diagnosis(
     diagnosis: Diagnosis, doctor: Any, label: str, comment: str = "", *, request: HttpRequest | None = None
 ) -> Feedback:
     """The doctor replaces the AI label by ``label``, one of the specialist model's classes.
-    Choosing the AI's own label is recorded as a confirmation."""
+    Choosing the AI's own label is recorded as a confirmation, except on an indeterminate read:
+    there the AI suggested no label, so the doctor's label is always recorded as theirs."""
     _check_reviewer(diagnosis, doctor)
     allowed = specialist_labels(diagnosis)
     if label not in allowed:
         choices = ", ".join(label_display(x) for x in allowed)
         raise ValidationError(f"Choose one of the labels this model knows: {choices}.")
-    if label == diagnosis.label:
+    if label == diagnosis.label and not diagnosis.indeterminate:
         return _give_feedback(diagnosis, doctor, FeedbackAction.CONFIRM, "", comment, request)
     return _give_feedback(diagnosis, doctor, FeedbackAction.CORRECT, label, comment, request)
 

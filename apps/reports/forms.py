@@ -13,7 +13,11 @@ FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
 
 
 class FeedbackForm(forms.Form):
-    """Confirm the AI label, or correct it to another of the specialist's labels."""
+    """Confirm the AI label, or correct it to another of the specialist's labels.
+
+    On an ``indeterminate`` read the AI suggested no label, so there is nothing to confirm: the
+    doctor chooses their own label among all the specialist's classes (recorded as a correction).
+    """
 
     action = forms.ChoiceField(
         label="Your read of the AI result",
@@ -25,16 +29,31 @@ class FeedbackForm(forms.Form):
         label="Comment (optional)", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
     )
 
-    def __init__(self, *args: Any, labels: list[tuple[str, str]], ai_label: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, labels: list[tuple[str, str]], ai_label: str = "", indeterminate: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ai_label = ai_label
-        self.fields["corrected_label"].choices = [("", "Choose a label")] + [
-            (code, name) for code, name in labels if code != ai_label
-        ]
+        self.indeterminate = indeterminate
+        if indeterminate:
+            self.fields["action"].choices = [("correct", "Record my label")]
+            self.fields["action"].required = False
+            self.fields["action"].widget = forms.HiddenInput()
+            self.fields["action"].initial = "correct"
+            self.fields["corrected_label"].label = "Your label"
+            self.fields["corrected_label"].choices = [("", "Choose a label"), *labels]
+        else:
+            self.fields["corrected_label"].choices = [("", "Choose a label")] + [
+                (code, name) for code, name in labels if code != ai_label
+            ]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("action") == "correct" and not data.get("corrected_label"):
+        if self.indeterminate:
+            data["action"] = "correct"
+            if not data.get("corrected_label"):
+                self.add_error("corrected_label", "Please choose the label you read on the image.")
+        elif data.get("action") == "correct" and not data.get("corrected_label"):
             self.add_error("corrected_label", "Please choose the label you believe is correct.")
         return data
 

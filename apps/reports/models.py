@@ -10,6 +10,7 @@ from django.db.models import Q
 from django_scopes import ScopedManager
 
 from apps.accounts.models import Hospital
+from apps.diagnosis.models import indeterminate_display
 
 
 class ReportStatus(models.TextChoices):
@@ -81,6 +82,10 @@ class Report(models.Model):
     ai_task = models.CharField(max_length=40, blank=True)
     ai_label = models.CharField(max_length=60, blank=True)
     ai_confidence = models.FloatField(null=True, blank=True)
+    # An indeterminate read: the AI hesitated between ``ai_candidates`` (most likely first), so the
+    # report shows "Indeterminate: …" and no confidence; ``ai_label`` keeps the top class for the record.
+    ai_indeterminate = models.BooleanField(default=False)
+    ai_candidates = models.JSONField(default=list, blank=True)
     ai_model_version = models.CharField(max_length=120, blank=True)
     ai_refused = models.BooleanField(default=False)
     ai_note = models.CharField(max_length=500, blank=True, help_text="Refusal reason or modality warning.")
@@ -153,8 +158,11 @@ class Report(models.Model):
 
     @property
     def ai_label_display(self) -> str:
+        """The AI result at signing as people read it ("Indeterminate: …" for an unsure read)."""
         from .ai import display_label
 
+        if self.ai_indeterminate:
+            return indeterminate_display(self.ai_candidates)
         return display_label(self.ai_label)
 
     @property

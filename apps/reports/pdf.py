@@ -19,6 +19,7 @@ from PIL import Image
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
+from apps.diagnosis.models import Diagnosis
 from apps.studies.storage import read_encrypted
 
 from . import ai
@@ -82,7 +83,7 @@ def study_thumbnail(report: Report) -> bytes | None:
         return None
 
 
-def overlay_thumbnail(report: Report, diagnosis: Any) -> bytes | None:
+def overlay_thumbnail(report: Report, diagnosis: Diagnosis | None) -> bytes | None:
     if diagnosis is None:
         return None
     try:
@@ -107,9 +108,11 @@ def report_context(report: Report) -> dict[str, Any]:
         "patient": report.patient,
         "study": report.study,
         "final_label": ai.display_label(report.final_label),
-        "ai_label": ai.display_label(report.ai_label),
+        "ai_label": report.ai_label_display,  # "Indeterminate: …" for an unsure read
         "ai_task": ai.display_label(report.ai_task),
-        "ai_confidence": None if report.ai_confidence is None else round(report.ai_confidence * 100),
+        "ai_confidence": None
+        if report.ai_indeterminate or report.ai_confidence is None
+        else round(report.ai_confidence * 100),
         "image_uri": png_data_uri(image) if image else "",
         "overlay_uri": png_data_uri(overlay) if overlay else "",
         "disclaimer": DISCLAIMER,

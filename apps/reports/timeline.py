@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from apps.diagnosis.models import Diagnosis, Feedback, FeedbackAction
 from apps.studies.models import Patient, Study
 
 from .ai import display_label
@@ -17,7 +17,7 @@ from .models import Report, ReportStatus
 @dataclass
 class Event:
     when: datetime
-    kind: str  # study | ai | ai_refused | confirm | correct | report_signed | report_amended | report_draft
+    kind: str  # study | ai | ai_unsure | ai_refused | confirm | correct | report_signed | report_amended | report_draft
     title: str
     detail: str = ""
     who: str = ""
@@ -78,11 +78,6 @@ def patient_timeline(patient: Patient) -> list[Event]:
 
 
 def _ai_events(patient: Patient) -> list[Event]:
-    try:
-        from apps.diagnosis.models import Diagnosis, Feedback
-    except ImportError:  # the diagnosis app is not installed: no AI history to show
-        return []
-
     events: list[Event] = []
     diagnoses = Diagnosis.objects.filter(hospital_id=patient.hospital_id, study__patient=patient)
     for dx in diagnoses:
@@ -97,14 +92,15 @@ def _ai_events(patient: Patient) -> list[Event]:
                 )
             )
             continue
-        confidence = _confidence(dx)
-        detail = f"{display_label(dx.label)}" + (f" ({confidence}% confidence)" if confidence is not None else "")
+        # An indeterminate read has no confidence: "Indeterminate: bacterial or viral pneumonia".
+        confidence = None if dx.confidence is None else round(dx.confidence * 100)
+        detail = dx.label_display + (f" ({confidence}% confidence)" if confidence is not None else "")
         if dx.modality_warning:
             detail += f" — {dx.modality_warning}"
         events.append(
             Event(
                 when=dx.created_at,
-                kind="ai",
+                kind="ai_unsure" if dx.indeterminate else "ai",
                 title=f"AI second read of study #{dx.study_id}",
                 detail=detail,
                 study_id=dx.study_id,
@@ -112,17 +108,20 @@ def _ai_events(patient: Patient) -> list[Event]:
         )
     feedback = Feedback.objects.filter(hospital_id=patient.hospital_id, diagnosis__study__patient=patient)
     for fb in feedback.select_related("doctor", "diagnosis"):
-        corrected = fb.action == "correct"
-        label = fb.corrected_label if corrected else fb.diagnosis.label
+        corrected = fb.action == FeedbackAction.CORRECT
+        if fb.diagnosis.indeterminate:  # no AI label was suggested: the doctor chose one
+            title = f"Doctor's label recorded on an unsure AI read (study #{fb.diagnosis.study_id})"
+        else:
+            title = f"AI label {'corrected' if corrected else 'confirmed'} (study #{fb.diagnosis.study_id})"
         events.append(
             Event(
                 when=fb.created_at,
                 kind="correct" if corrected else "confirm",
-                title=f"AI label {'corrected' if corrected else 'confirmed'} (study #{fb.diagnosis.study_id})",
+                title=title,
                 detail=(
-                    f"{display_label(fb.diagnosis.label)} → {display_label(label)}"
+                    f"{fb.diagnosis.label_display} → {display_label(fb.final_label)}"
                     if corrected
-                    else display_label(label)
+                    else display_label(fb.final_label)
                 )
                 + (f" — “{fb.comment}”" if fb.comment else ""),
                 who=fb.doctor.display_name,
@@ -130,8 +129,3 @@ def _ai_events(patient: Patient) -> list[Event]:
             )
         )
     return events
-
-
-def _confidence(dx: Any) -> int | None:
-    value = getattr(dx, "confidence", None)
-    return None if value is None else round(float(value) * 100)

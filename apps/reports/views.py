@@ -22,6 +22,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.accounts import audit
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
+from apps.chat.access import inbox
+from apps.chat.models import Notification
+from apps.diagnosis import services as diagnosis_services
+from apps.diagnosis.models import Diagnosis
 from apps.studies.access import get_caseload_patient, get_study
 from apps.studies.models import CareAssignment
 from apps.studies.storage import TamperedFileError, read_encrypted
@@ -63,12 +67,12 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
     suggested = ""
     if feedback:
         suggested = feedback[0].final_label
-    elif result and not result.refused:
-        suggested = result.label
+    elif result:  # nothing is pre-selected for a refused or indeterminate read
+        suggested = result.suggested_label
     if "report_form" not in forms:
         forms["report_form"] = ReportForm(labels=labels, initial=ReportForm.initial_for(report, labels, suggested))
     if "feedback_form" not in forms and result and not result.refused and result.label:
-        forms["feedback_form"] = FeedbackForm(labels=labels, ai_label=result.label)
+        forms["feedback_form"] = FeedbackForm(labels=labels, ai_label=result.label, indeterminate=result.indeterminate)
     return {
         "study": study,
         "patient": study.patient,
@@ -86,7 +90,7 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
     }
 
 
-def _feedback_of(diagnosis: Any) -> list[Any]:
+def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
     if diagnosis is None:
         return []
     return list(diagnosis.feedback.select_related("doctor").order_by("-created_at", "-id"))
@@ -133,7 +137,8 @@ def review(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpRespo
 @role_required(Role.DOCTOR)
 @require_POST
 def feedback(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
-    """Confirm or correct the AI label (feeds ``Feedback`` and the retraining export)."""
+    """Confirm or correct the AI label (feeds ``Feedback`` and the retraining export). On an
+    indeterminate read there is no label to confirm: the doctor records their own label."""
     tenant = request.tenant  # type: ignore[attr-defined]
     study = get_study(tenant, study_pk)
     diagnosis = ai.latest(study)
@@ -141,10 +146,8 @@ def feedback(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpRes
     if result is None or result.refused or not result.label:
         raise Http404("There is no AI label to confirm or correct on this study.")
     labels = ai.labels_for(result.task, diagnosis)
-    form = FeedbackForm(request.POST, labels=labels, ai_label=result.label)
+    form = FeedbackForm(request.POST, labels=labels, ai_label=result.label, indeterminate=result.indeterminate)
     if form.is_valid():
-        from apps.diagnosis import services as diagnosis_services
-
         comment = form.cleaned_data["comment"]
         try:
             if form.cleaned_data["action"] == "confirm":
@@ -153,7 +156,10 @@ def feedback(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpRes
             else:
                 label = form.cleaned_data["corrected_label"]
                 diagnosis_services.correct_diagnosis(diagnosis, request.user, label, comment, request=request)
-                messages.success(request, f"You corrected the AI label to “{ai.display_label(label)}”.")
+                if result.indeterminate:
+                    messages.success(request, f"You recorded your label “{ai.display_label(label)}”.")
+                else:
+                    messages.success(request, f"You corrected the AI label to “{ai.display_label(label)}”.")
             return redirect("reports:review", hospital_slug=hospital_slug, study_pk=study.pk)
         except ValidationError as exc:
             form.add_error(None, _error_text(exc))
@@ -301,18 +307,10 @@ def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
 
 
 def _recent_notifications(tenant: Any, limit: int = 5) -> list[Any]:
-    try:
-        from apps.chat.models import Notification
-    except ImportError:
-        return []
     return list(Notification.objects.filter(hospital=tenant.hospital, user=tenant.user).order_by("-id")[:limit])
 
 
 def _conversations(tenant: Any) -> list[Any]:
-    try:
-        from apps.chat.access import inbox
-    except ImportError:
-        return []
     try:
         return list(inbox(tenant)[:5])
     except Exception:  # the chat is a courtesy on this page; never let it break the reports

@@ -93,7 +93,17 @@ class StudyStatus(models.TextChoices):
     QUEUED = "queued", "Queued for AI read"
     PROCESSING = "processing", "AI read in progress"
     DONE = "done", "AI read ready"
+    #: The AI read the image but could not choose between two (or more) findings.
+    UNSURE = "unsure", "AI unsure"
+    #: The AI made no read (not a chest X-ray or brain MRI, unlike its training images, unreadable…).
+    REFUSED = "refused", "Not read by the AI"
     FAILED = "failed", "AI read failed"
+
+
+#: The states a study's AI read ends in (nothing more happens unless it is re-run).
+FINISHED_STATUSES = frozenset({StudyStatus.DONE, StudyStatus.UNSURE, StudyStatus.REFUSED, StudyStatus.FAILED})
+#: The finished states that have a stored AI result (a read, an unsure read, or a refusal).
+RESULT_STATUSES = frozenset({StudyStatus.DONE, StudyStatus.UNSURE, StudyStatus.REFUSED})
 
 
 class Modality(models.TextChoices):
@@ -112,8 +122,10 @@ class SourceFormat(models.TextChoices):
 class Study(models.Model):
     """One uploaded image of a patient, stored encrypted, and the state of its AI read.
 
-    ``status`` moves uploaded → queued → processing → done | failed; ``status_message`` is
-    written for clinicians ("The image could not be read as a chest X-ray or brain MRI").
+    ``status`` moves uploaded → queued → processing → done | unsure | refused | failed: ``done``
+    when the AI suggests a label, ``unsure`` when it could not choose between findings,
+    ``refused`` when it made no read of the image, ``failed`` when the read could not run.
+    ``status_message`` is written for clinicians ("Not read by the AI: this looks like a CT…").
     """
 
     hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="studies")
@@ -152,4 +164,4 @@ class Study(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {StudyStatus.DONE, StudyStatus.FAILED}
+        return self.status in FINISHED_STATUSES

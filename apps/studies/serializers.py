@@ -10,6 +10,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.diagnosis.services import diagnosis_summary
+
 from .models import Patient, Sex, Study
 
 log = logging.getLogger(__name__)
@@ -84,28 +86,14 @@ class StudySerializer(serializers.ModelSerializer):
 
     @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": True})
     def get_diagnosis(self, study: Study) -> dict[str, Any] | None:
-        """The AI read's summary when the diagnosis app provides one (``diagnosis_summary``)."""
-        return diagnosis_summary(study)
-
-
-def diagnosis_summary(study: Study) -> dict[str, Any] | None:
-    """Ask ``apps.diagnosis`` for a JSON-ready summary of the study's AI read, if it offers one.
-
-    Optional by design: the API works without the diagnosis app's summary, and a failure there
-    must never break the listing of studies.
-    """
-    try:
-        from apps.diagnosis import services as diagnosis_services
-    except Exception:  # noqa: BLE001 - the diagnosis app is optional here
-        return None
-    summarise = getattr(diagnosis_services, "diagnosis_summary", None)
-    if summarise is None:
-        return None
-    try:
-        return summarise(study)
-    except Exception:  # noqa: BLE001 - never let a summary error become a 500
-        log.exception("diagnosis summary failed for study %s", study.pk)
-        return None
+        """The AI read's summary (``apps.diagnosis.services.diagnosis_summary``): label,
+        ``label_display`` ("Indeterminate: …" when the AI could not choose), ``confidence`` (null
+        when refused or indeterminate), ``indeterminate``, ``candidates``, ``refusal_code``…"""
+        try:
+            return diagnosis_summary(study)
+        except Exception:  # noqa: BLE001 - never let a summary error become a 500 in a listing
+            log.exception("diagnosis summary failed for study %s", study.pk)
+            return None
 
 
 class StudyUploadSerializer(serializers.Serializer):

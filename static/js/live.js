@@ -5,7 +5,8 @@
  *
  * - Reconnects with exponential backoff; after a reconnect asks the server for every
  *   notification it missed ("sync"), because pushes are delivered at most once.
- * - [data-study-status="<id>"]: text = human status label, class status-<status>.
+ * - [data-study-status="<id>"]: text = human status label ("AI read ready", "AI unsure",
+ *   "Not read by the AI"…), class status-<status>.
  * - [data-study-message="<id>"]: text = the status message.
  * - #notif-count: the unread count.
  * - [data-live-reload-on-done="<id>"]: when that study finishes, #study-result is re-fetched
@@ -25,6 +26,8 @@
   // Close codes the server uses when retrying cannot help (see apps/chat/consumers.py).
   var FINAL_CODES = { 4401: true, 4403: true, 4404: true };
   var MAX_DELAY_MS = 30000;
+  // The statuses a study's AI read ends in (apps/studies/models.py FINISHED_STATUSES).
+  var FINISHED = { done: true, unsure: true, refused: true, failed: true };
 
   var socket = null;
   var attempts = 0;
@@ -80,7 +83,7 @@
     each('[data-study-message="' + id + '"]', function (el) {
       el.textContent = event.message || "";
     });
-    if (changed && (event.status === "done" || event.status === "failed")) {
+    if (changed && FINISHED[event.status]) {
       var holder = document.querySelector('[data-live-reload-on-done="' + id + '"]');
       if (holder) {
         refreshStudyResult();

@@ -188,7 +188,7 @@ def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats
     try:
         page.wait_for_function(
             """() => { const el = document.querySelector('[data-study-status]'), c = el && el.className;
-                       return c && (c.includes('status-done') || c.includes('status-failed')); }""",
+                       return c && ['done', 'unsure', 'refused', 'failed'].some(s => c.includes('status-' + s)); }""",
             timeout=120_000,
         )
     except PlaywrightTimeout:

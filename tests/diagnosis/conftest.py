@@ -1,13 +1,13 @@
 """Fixtures of the diagnosis tests.
 
 ``fake_pipeline`` stands in for the trained networks (the ML pipeline has its own tests in
-tests/pipeline/): it lets the task, storage, idempotency and failure paths be tested fast and
-without weights. Tests marked ``real_models`` use the shipped weights instead.
+tests/pipeline/) and returns real ``PipelineResult`` objects: it lets the task, storage,
+idempotency and failure paths be tested fast and without weights. Tests marked
+``real_models`` use the shipped weights instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from django_scopes import scopes_disabled
 
 from apps.diagnosis import engine
 from apps.diagnosis.models import ModelVersion
+from apps.diagnosis.pipeline.core import PipelineResult
 
 from .helpers import CHEST_LABELS, fake_version, overlay_png
 
@@ -28,33 +29,34 @@ def fake_models(db):
     return versions
 
 
-@dataclass
-class FakeResult:
-    route: str = "chest_xray"
-    route_probabilities: dict[str, float] = field(
-        default_factory=lambda: {"chest_xray": 0.97, "brain_mri": 0.02, "unsupported": 0.01}
-    )
-    refused: bool = False
-    refusal_reason: str = ""
-    modality_tag: str | None = None
-    modality_warning: str = ""
-    task: str | None = "chest"
-    label: str | None = "viral_pneumonia"
-    probabilities: dict[str, float] = field(
-        default_factory=lambda: {"normal": 0.1, "bacterial_pneumonia": 0.2, "viral_pneumonia": 0.7}
-    )
-    heatmap: Any = None
-    overlay_png: bytes | None = field(default_factory=overlay_png)
-    roi_box: tuple[int, int, int, int] | None = (3, 4, 20, 25)
-    models: dict[str, Any] = field(default_factory=dict)
-    timings_ms: dict[str, float] = field(default_factory=lambda: {"decode": 1.5, "router": 4.0, "specialist": 8.0})
-    image_size: tuple[int, int] = (64, 64)
+def FakeResult(**fields: Any) -> PipelineResult:  # noqa: N802 - reads like the class it stands in for
+    """A real ``PipelineResult`` as a chest read would produce it (overridable field by field)."""
+    values: dict[str, Any] = {
+        "route": "chest_xray",
+        "route_probabilities": {"chest_xray": 0.97, "brain_mri": 0.02, "unsupported": 0.01},
+        "refused": False,
+        "refusal_reason": None,
+        "modality_tag": None,
+        "modality_warning": None,
+        "task": "chest",
+        "label": "viral_pneumonia",
+        "probabilities": {"normal": 0.1, "bacterial_pneumonia": 0.2, "viral_pneumonia": 0.7},
+        "heatmap": None,
+        "overlay_png": overlay_png(),
+        "roi_box": (3, 4, 20, 25),
+        "models": {},
+        "timings_ms": {"decode": 1.5, "router": 4.0, "specialist": 8.0},
+        "image_size": (64, 64),
+    }
+    values.update(fields)
+    return PipelineResult(**values)
 
 
 REFUSED = FakeResult(
     route="unsupported",
     route_probabilities={"chest_xray": 0.05, "brain_mri": 0.05, "unsupported": 0.9},
     refused=True,
+    refusal_code="other_modality",
     refusal_reason="it looks like a photograph, not a medical image",
     task=None,
     label=None,
@@ -63,17 +65,27 @@ REFUSED = FakeResult(
     roi_box=None,
 )
 
+#: The specialist read the image but hesitates between bacterial and viral pneumonia.
+INDETERMINATE = FakeResult(
+    label="bacterial_pneumonia",
+    probabilities={"normal": 0.04, "bacterial_pneumonia": 0.49, "viral_pneumonia": 0.47},
+    indeterminate=True,
+    candidates=["bacterial_pneumonia", "viral_pneumonia"],
+    ood={"score": 0.8, "threshold": 1.5},
+    roi_box=None,
+)
+
 
 class FakePipeline:
     """Returns a fixed result (or raises ``error``) and counts its runs."""
 
     def __init__(self) -> None:
-        self.result: FakeResult = FakeResult()
+        self.result: PipelineResult = FakeResult()
         self.error: BaseException | None = None
         self.runs = 0
         self.built_with: tuple[Any, Any] | None = None
 
-    def run(self, data: bytes) -> FakeResult:
+    def run(self, data: bytes) -> PipelineResult:
         self.runs += 1
         if self.error is not None:
             raise self.error
@@ -92,4 +104,4 @@ def fake_pipeline(monkeypatch, fake_models):
     return pipeline
 
 
-__all__ = ["CHEST_LABELS", "REFUSED", "FakePipeline", "FakeResult"]
+__all__ = ["CHEST_LABELS", "INDETERMINATE", "REFUSED", "FakePipeline", "FakeResult"]

@@ -44,12 +44,32 @@ def overlay_png(size: tuple[int, int] = (32, 32)) -> bytes:
     return buf.getvalue()
 
 
-def make_diagnosis(study: Study, *, label: str = "bacterial_pneumonia", refused: bool = False) -> Diagnosis:
-    """A stored chest AI read of ``study`` (or a refusal), with an encrypted overlay."""
+#: An indeterminate chest read: the specialist hesitates between bacterial and viral pneumonia.
+UNSURE_PROBABILITIES = {"normal": 0.04, "bacterial_pneumonia": 0.49, "viral_pneumonia": 0.47}
+
+
+def make_diagnosis(
+    study: Study,
+    *,
+    label: str = "bacterial_pneumonia",
+    refused: bool = False,
+    refusal_code: str = "",
+    refusal_reason: str = "it looks like a photograph",
+    indeterminate: bool = False,
+    candidates: tuple[str, ...] = ("bacterial_pneumonia", "viral_pneumonia"),
+) -> Diagnosis:
+    """A stored chest AI read of ``study`` (or a refusal, or an indeterminate read with no ROI
+    box), with an encrypted overlay."""
     with scopes_disabled():
         router = fake_version("router")
         chest = None if refused else fake_version("chest")
-        probs = {} if refused else {k: (0.8 if k == label else 0.1) for k in CHEST_LABELS}
+        if refused:
+            probs = {}
+        elif indeterminate:
+            probs = dict(UNSURE_PROBABILITIES)
+            label = candidates[0]
+        else:
+            probs = {k: (0.8 if k == label else 0.1) for k in CHEST_LABELS}
         folder = f"diagnoses/h{study.hospital_id}"
         blob = None if refused else store_encrypted(overlay_png(), folder=folder, suffix=".png")
         return Diagnosis.objects.create(
@@ -58,14 +78,17 @@ def make_diagnosis(study: Study, *, label: str = "bacterial_pneumonia", refused:
             route="unsupported" if refused else "chest_xray",
             route_probabilities={"chest_xray": 0.98, "brain_mri": 0.01, "unsupported": 0.01},
             refused=refused,
-            refusal_reason="it looks like a photograph" if refused else "",
+            refusal_code=refusal_code if refused else "",
+            refusal_reason=refusal_reason if refused else "",
             task="" if refused else "chest",
             label="" if refused else label,
             probabilities=probs,
+            indeterminate=indeterminate and not refused,
+            candidates=list(candidates) if indeterminate and not refused else [],
             overlay_name=blob.name if blob else "",
             overlay_sha256=blob.sha256 if blob else "",
             overlay_key_id=blob.key_id if blob else "",
-            roi_box=None if refused else [4, 4, 20, 20],
+            roi_box=None if refused or indeterminate else [4, 4, 20, 20],
             router_version=router,
             router_sha256=router.weights_sha256,
             specialist_version=chest,

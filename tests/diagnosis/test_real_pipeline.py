@@ -66,7 +66,7 @@ def test_eager_read_with_the_shipped_models(
 
     study, diagnoses = _run(study, django_capture_on_commit_callbacks)
 
-    assert study.status == StudyStatus.DONE, study.status_message
+    assert study.status in (StudyStatus.DONE, StudyStatus.UNSURE, StudyStatus.REFUSED), study.status_message
     assert len(diagnoses) == 1
     diagnosis = diagnoses[0]
     router = shipped_models["router"]
@@ -76,10 +76,11 @@ def test_eager_read_with_the_shipped_models(
     assert diagnosis.timings_ms
     if expected_route is None:  # synthetic images are what the router must refuse
         assert diagnosis.refused and diagnosis.refusal_reason
-        assert study.modality == "unsupported"
-        assert study.status_message.startswith("Not a chest X-ray or brain MRI: ")
+        assert study.modality == "unsupported" and study.status == StudyStatus.REFUSED
+        assert study.status_message.startswith("Not read by the AI: ")
     else:
         assert not diagnosis.refused, diagnosis.refusal_reason
+        assert study.status == (StudyStatus.UNSURE if diagnosis.indeterminate else StudyStatus.DONE)
         assert diagnosis.route == study.modality == expected_route
         specialist = shipped_models[diagnosis.task]
         assert diagnosis.specialist_sha256 == specialist.weights_sha256

@@ -24,7 +24,7 @@ from apps.studies.services import study_status_changed
 from apps.studies.storage import read_encrypted
 from tests.factories import make_study, png_bytes
 
-from .conftest import REFUSED, FakeResult
+from .conftest import INDETERMINATE, REFUSED, FakeResult
 from .helpers import fake_version
 
 
@@ -125,11 +125,13 @@ def test_refusal_is_a_result_not_a_failure(world, fake_pipeline, media_files):
     files_before = media_files()
     services.run_diagnosis(study.pk)
     study = _reload(study)
-    assert study.status == StudyStatus.DONE
-    assert study.status_message == "Not a chest X-ray or brain MRI: it looks like a photograph, not a medical image"
+    assert study.status == StudyStatus.REFUSED  # a result, but never "AI read ready"
+    assert study.get_status_display() == "Not read by the AI"
+    assert study.status_message == "Not read by the AI: it looks like a photograph, not a medical image"
     assert study.modality == "unsupported"
     [diagnosis] = _diagnoses(study)
     assert diagnosis.refused and diagnosis.label == "" and diagnosis.specialist_version is None
+    assert diagnosis.refusal_code == "other_modality"
     assert diagnosis.versions_key.endswith(":-")
     assert media_files() == files_before  # no overlay for a refusal
     services.run_diagnosis(study.pk)
@@ -304,3 +306,116 @@ def test_a_message_that_keeps_killing_workers_is_given_up(world, fake_pipeline):
     # a new attempt (a requeue sends a new task) reads it normally
     diagnose_study.apply(args=[study.pk], task_id=fresh)
     assert _reload(study).status == StudyStatus.DONE
+
+
+@pytest.mark.parametrize(
+    ("code", "route", "reason", "message"),
+    [
+        (
+            "other_modality",
+            "unsupported",
+            "This looks like a CT slice, not a chest X-ray or brain MRI, so no AI read was made.",
+            "Not read by the AI: this looks like a CT slice, not a chest X-ray or brain MRI, so no AI read was made",
+        ),
+        (
+            "unlike_training",
+            "brain_mri",
+            "This looks like a brain image, but unlike the MRIs the model was trained on, so no AI read was made.",
+            "Not read by the AI: this looks like a brain image, but unlike the MRIs the model was trained on, "
+            "so no AI read was made",
+        ),
+        ("unreadable", "unsupported", "The image has non-finite pixel values.", None),
+        ("unclear_route", "chest_xray", "The AI could not tell what kind of image this is.", None),
+    ],
+)
+def test_each_refusal_code_is_stored_with_its_reason(world, fake_pipeline, code, route, reason, message):
+    fake_pipeline.result = FakeResult(
+        route=route,
+        refused=True,
+        refusal_code=code,
+        refusal_reason=reason,
+        task="brain" if code == "unlike_training" else None,
+        ood={"score": 3.2, "threshold": 1.5} if code == "unlike_training" else {},
+    )
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    study = _reload(study)
+    [diagnosis] = _diagnoses(study)
+    assert diagnosis.refused and diagnosis.refusal_code == code and diagnosis.refusal_reason == reason
+    assert diagnosis.label == "" and diagnosis.probabilities == {} and not diagnosis.overlay_name
+    assert diagnosis.specialist_version is None and diagnosis.confidence is None
+    assert study.status == StudyStatus.REFUSED and study.modality == "unsupported"
+    assert study.status_message == (message or "Not read by the AI: " + reason[0].lower() + reason[1:].rstrip("."))
+    if code == "unlike_training":
+        assert diagnosis.ood == {"score": 3.2, "threshold": 1.5}
+    with scopes_disabled():
+        event = AuditEvent.objects.get(action="diagnosis.create", object_id=str(diagnosis.pk))
+    assert event.detail["refusal_code"] == code
+
+
+def test_an_unknown_refusal_code_is_not_stored(world, fake_pipeline):
+    fake_pipeline.result = FakeResult(
+        route="unsupported", refused=True, refusal_code="moon_phase", refusal_reason="No.", task=None
+    )
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    [diagnosis] = _diagnoses(study)
+    assert diagnosis.refused and diagnosis.refusal_code == ""
+    assert _reload(study).status == StudyStatus.REFUSED
+
+
+def test_an_indeterminate_read_is_stored_unsure_without_a_percentage(world, fake_pipeline):
+    fake_pipeline.result = INDETERMINATE
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    study = _reload(study)
+    [diagnosis] = _diagnoses(study)
+    assert diagnosis.indeterminate and diagnosis.candidates == ["bacterial_pneumonia", "viral_pneumonia"]
+    assert diagnosis.label == "bacterial_pneumonia"  # kept for the record and the feedback export
+    assert diagnosis.ood == {"score": 0.8, "threshold": 1.5}
+    assert diagnosis.roi_box is None and diagnosis.overlay_name  # a diffuse heatmap: overlay, no box
+    assert diagnosis.label_display == "Indeterminate: bacterial or viral pneumonia"
+    assert diagnosis.confidence is None
+    assert study.status == StudyStatus.UNSURE and study.get_status_display() == "AI unsure"
+    assert study.modality == "chest_xray"
+    assert study.status_message == "AI second read ready: indeterminate — bacterial or viral pneumonia"
+    assert "%" not in study.status_message
+
+
+def test_indeterminate_wins_nothing_on_a_refusal(world, fake_pipeline):
+    """A refused result is a refusal, whatever else the pipeline filled in."""
+    fake_pipeline.result = FakeResult(
+        route="unsupported",
+        refused=True,
+        refusal_code="unclear_route",
+        refusal_reason="Unclear.",
+        task=None,
+        indeterminate=True,
+        candidates=["normal", "viral_pneumonia"],
+    )
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    [diagnosis] = _diagnoses(study)
+    assert diagnosis.refused and not diagnosis.indeterminate and diagnosis.candidates == []
+    assert _reload(study).status == StudyStatus.REFUSED
+
+
+def test_rerunning_a_stored_unsure_read_restores_its_status(world, fake_pipeline):
+    fake_pipeline.result = INDETERMINATE
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    with scopes_disabled():
+        Study.objects.filter(pk=study.pk).update(status=StudyStatus.QUEUED)
+    services.run_diagnosis(study.pk)
+    assert fake_pipeline.runs == 1
+    assert _reload(study).status == StudyStatus.UNSURE
+
+
+@pytest.mark.parametrize("result", [REFUSED, INDETERMINATE], ids=["refused", "unsure"])
+def test_give_up_keeps_a_refused_or_unsure_result(world, fake_pipeline, result):
+    fake_pipeline.result = result
+    study = _study(world)
+    services.run_diagnosis(study.pk)
+    before = _reload(study).status
+    services.give_up(study.pk)
+    assert _reload(study).status == before != StudyStatus.FAILED

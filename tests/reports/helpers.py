@@ -29,8 +29,10 @@ def _overlay_png() -> bytes:
     return buf.getvalue()
 
 
-def make_diagnosis(study, *, refused=False, modality_warning=""):
-    """A stored AI read of ``study`` (rows only: the networks have their own tests)."""
+def make_diagnosis(study, *, refused=False, modality_warning="", refusal_code="", indeterminate=False):
+    """A stored AI read of ``study`` (rows only: the networks have their own tests).
+    ``indeterminate``: the specialist could not choose between bacterial and viral pneumonia (its
+    top class is bacterial, 49%), and the heatmap was not focal (no ROI box)."""
     from apps.diagnosis.models import Diagnosis, ModelVersion
     from apps.studies.storage import store_encrypted
 
@@ -59,6 +61,7 @@ def make_diagnosis(study, *, refused=False, modality_warning=""):
                 study=study,
                 route="unsupported",
                 refused=True,
+                refusal_code=refusal_code,
                 refusal_reason="it looks like a photograph, not a medical image",
                 router_version=router,
                 router_sha256=router.weights_sha256,
@@ -70,13 +73,19 @@ def make_diagnosis(study, *, refused=False, modality_warning=""):
             study=study,
             route="chest_xray",
             task="chest",
-            label="viral_pneumonia",
-            probabilities={"normal": 0.1, "bacterial_pneumonia": 0.2, "viral_pneumonia": 0.7},
+            label="bacterial_pneumonia" if indeterminate else "viral_pneumonia",
+            probabilities=(
+                {"normal": 0.04, "bacterial_pneumonia": 0.49, "viral_pneumonia": 0.47}
+                if indeterminate
+                else {"normal": 0.1, "bacterial_pneumonia": 0.2, "viral_pneumonia": 0.7}
+            ),
+            indeterminate=indeterminate,
+            candidates=["bacterial_pneumonia", "viral_pneumonia"] if indeterminate else [],
             modality_warning=modality_warning,
             overlay_name=overlay.name,
             overlay_sha256=overlay.sha256,
             overlay_key_id=overlay.key_id,
-            roi_box=[8, 16, 40, 48],
+            roi_box=None if indeterminate else [8, 16, 40, 48],
             router_version=router,
             router_sha256=router.weights_sha256,
             specialist_version=chest,

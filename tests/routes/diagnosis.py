@@ -27,7 +27,7 @@ def _check_png(response: Any, w: Any) -> None:
 
 def _check_status(response: Any, w: Any) -> None:
     payload = json.loads(response.content)
-    assert payload["status"] in {"uploaded", "queued", "processing", "done", "failed"}
+    assert payload["status"] in {"uploaded", "queued", "processing", "done", "unsure", "refused", "failed"}
     assert payload["diagnosis"]["label"] == "bacterial_pneumonia"
 
 

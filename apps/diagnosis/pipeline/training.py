@@ -53,7 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "img_size": 96,
         "batch_size": 32,
         "lr": 1e-3,
-        "positives_per_class": 1500,
+        "positives_per_class": 3000,
         # Synthetic negatives (photos, documents, screenshots, noise, tiny crops: negatives.py) ...
         "negatives": 1500,
         # ... beside every real image of other modalities (DIR/other_modalities/train/<kind>/),
