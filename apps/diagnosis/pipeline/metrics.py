@@ -140,6 +140,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| input | {card['input_size']}×{card['input_size']} greyscale; {card.get('preprocessing', '')} |",
         f"| temperature (fitted on validation) | {card.get('temperature', 1.0):.3f} |",
         f"| thresholds | {json.dumps(card.get('thresholds', {}))} |",
+        f"| feature-space check / refusal wording (`ood.safetensors`) | {json.dumps(card.get('ood', {}))} |",
         f"| weights | `model.safetensors` (fp16), sha256 `{card.get('weights_sha256', '')[:16]}…` |",
         f"| data manifest sha256 | `{card.get('data_manifest_sha256', '')[:16]}…` |",
         f"| training | {json.dumps(card.get('training', {}))} |",
