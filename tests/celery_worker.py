@@ -1,8 +1,9 @@
 """A real ``celery worker`` process for integration tests, and the broker it listens on.
 
 Shared by the diagnosis and report integration tests (and the browser test's database URL): the
-worker runs in its own process against the *test* database pytest-django created, a Redis
-database of its own (flushed before and after), and the test's media folder and encryption key.
+worker runs in its own process against the *test* database pytest-django created, a queue of its
+own on the test Redis (named after this run's random id, so another run or a developer's worker on
+the same Redis never takes its tasks), and the test's media folder and encryption key.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlparse, urlunparse
+from urllib.parse import quote
 
 from django.conf import settings as django_settings
 from django.db import connection
@@ -33,46 +36,68 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # a helper, not a test, despite its name
 
 
+#: One random id per test run: the prefix of every queue and channels key prefix the run uses.
+RUN_ID = uuid.uuid4().hex[:12]
+
+
+def run_name(purpose: str) -> str:
+    """A queue name or key prefix that belongs to this test run only, e.g. ``itest-3f9a…-reports``."""
+    return f"itest-{RUN_ID}-{purpose}"
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where a test's tasks go: the Redis URL and this run's queue on it."""
+
+    url: str
+    queue: str
+
+
 @contextmanager
-def dedicated_broker(redis_url: str, db: int) -> Iterator[str]:
-    """Point this process's Celery app (not eager) at Redis database ``db``, flushed before and after."""
+def dedicated_broker(redis_url: str, purpose: str) -> Iterator[Broker]:
+    """Point this process's Celery app (not eager) at ``redis_url`` with this run's own queue
+    (``CELERY_QUEUE``); the queue is deleted before and after."""
     import redis
 
     from imagemedix.celery import app
 
-    url = urlunparse(urlparse(redis_url)._replace(path=f"/{db}"))
-    redis.Redis.from_url(url).flushdb()
-    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
+    broker = Broker(url=redis_url, queue=run_name(purpose))
+    client = redis.Redis.from_url(redis_url)
+    client.delete(broker.queue)
+    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager", "task_default_queue")}
 
-    def reset_pools() -> None:
+    def reset_broker_state() -> None:
+        # Connection pools and the queue/routing tables (built from task_default_queue) are
+        # cached on first use; drop them so the next send uses the settings above.
         app._pool = None
-        if "amqp" in app.__dict__:
-            app.amqp._producer_pool = None
+        app.__dict__.pop("amqp", None)
 
-    app.conf.broker_url = url
+    app.conf.broker_url = broker.url
     app.conf.task_always_eager = False
-    reset_pools()
+    app.conf.task_default_queue = broker.queue
+    reset_broker_state()
     try:
-        yield url
+        yield broker
     finally:
         for key, value in saved.items():
             app.conf[key] = value
-        reset_pools()
-        redis.Redis.from_url(url).flushdb()
+        reset_broker_state()
+        client.delete(broker.queue)
 
 
 @contextmanager
 def celery_worker(
-    name: str, broker_url: str, key_id: str, key_b64: str, tmp_path: Path, **extra_env: str
+    name: str, broker: Broker, key_id: str, key_b64: str, tmp_path: Path, **extra_env: str
 ) -> Iterator[tuple[subprocess.Popen, Path]]:
-    """Start ``celery worker`` (solo pool) sharing the test's database, media folder and key;
-    yields the process and its log file, and stops it afterwards."""
+    """Start ``celery worker`` (solo pool) on ``broker``'s queue only, sharing the test's database,
+    media folder and key; yields the process and its log file, and stops it afterwards."""
     log_path = tmp_path / "worker.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imagemedix.settings",
         "DATABASE_URL": test_database_url(),
-        "REDIS_URL": broker_url,
+        "REDIS_URL": broker.url,
+        "CELERY_QUEUE": broker.queue,
         "CELERY_TASK_ALWAYS_EAGER": "0",
         "STORAGE_BACKEND": "local",
         "MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
@@ -83,8 +108,8 @@ def celery_worker(
     }
     command = [
         str(Path(sys.executable).with_name("celery")), "-A", "imagemedix", "worker", "--pool=solo",
-        "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        "-n", f"{name}-{os.getpid()}@%h",
+        "-Q", broker.queue, "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-n", f"{name}-{RUN_ID}@%h",
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=django_settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -21,6 +21,7 @@ from django_scopes import scopes_disabled
 from apps.accounts.models import Role
 from apps.studies import services as study_services
 
+from .availability import unavailable
 from .factories import HospitalFactory, MembershipFactory, PatientFactory, UserFactory
 
 
@@ -110,16 +111,18 @@ def _reachable(url: str, default_port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The real Redis for integration tests; skips (with the reason) when REDIS_URL is unset."""
+    """The real Redis for integration tests; skips (with the reason) when REDIS_URL is unset or
+    Redis does not answer, and fails instead where CI is set."""
     url = os.environ.get("REDIS_URL", "")
     if not url or not _reachable(url, 6379):
-        pytest.skip("integration test: set REDIS_URL to a running Redis (make test does when one is up)")
+        unavailable("integration test: set REDIS_URL to a running Redis (make test does when one is up)")
     return url
 
 
 @pytest.fixture(scope="session")
 def postgres_required() -> None:
+    """Integration tests run on PostgreSQL only; skips elsewhere, fails where CI is set."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        pytest.skip("integration test: set DATABASE_URL to PostgreSQL (make test does when one is up)")
+        unavailable("integration test: set DATABASE_URL to PostgreSQL (make test does when one is up)")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ..celery_worker import test_database_url
+from ..availability import unavailable
+from ..celery_worker import run_name, test_database_url
 from ..factories import TEST_PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -54,8 +55,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
 def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, world):
     """daphne + a Celery worker on the test database, sharing media folder and key."""
     if not os.path.exists(CHROMIUM):
-        pytest.skip("browser test: Debian's chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
+        unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
     # The servers use the production hashers (Argon2), not the tests' fast MD5.
     from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
 
@@ -73,7 +73,8 @@ def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, wo
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "CELERY_TASK_ALWAYS_EAGER": "0",
-        "CHANNELS_PREFIX": f"imx-browser-{os.getpid()}",
+        "CHANNELS_PREFIX": run_name("browser"),
+        "CELERY_QUEUE": run_name("browser"),
         "MEDIA_ROOT": str(media),
         "IMAGEMEDIX_VAR_DIR": str(tmp_path / "var"),
         "FILE_ENCRYPTION_KEYS": f"{key_id}:{base64.b64encode(settings.FILE_ENCRYPTION_KEYS[key_id]).decode()}",
@@ -101,7 +102,7 @@ def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, wo
             "--pool=solo",
             "--loglevel=INFO",
             "-Q",
-            "default",
+            run_name("browser"),
             "--without-heartbeat",
             "--without-gossip",
             "--without-mingle",

@@ -26,6 +26,7 @@ from django_scopes import scopes_disabled
 from apps.chat.models import Message
 from apps.studies import services as study_services
 
+from ..availability import unavailable
 from .conftest import make_conversation, make_study_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -43,8 +44,7 @@ def _free_port() -> int:
 @pytest.fixture
 def daphne(live, postgres_required, redis_url, settings, tmp_path):
     if not os.path.exists(CHROMIUM):
-        pytest.skip("browser test: Debian's chromium is not installed (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api")
+        unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
     from django.db import connection
 
     db = connection.settings_dict

@@ -10,7 +10,6 @@ Sending the task a second time must not store a second one.
 from __future__ import annotations
 
 import base64
-import os
 import time
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from .helpers import write_untrained_models
 
 pytestmark = [pytest.mark.integration]
 
-#: A Redis database of its own, so the worker sees only this test's messages (flushed first).
-WORKER_REDIS_DB = int(os.environ.get("CELERY_INTEGRATION_REDIS_DB", "13"))
 TIMEOUT_S = 120
 TEST_KEY = base64.b64encode(b"integration-test-key-32-bytes!!!").decode()
 
@@ -55,9 +52,9 @@ def weights_dir(transactional_db, settings, tmp_path):
 
 @pytest.fixture
 def celery_to_dedicated_redis(redis_url):
-    """Point this process's Celery app at the dedicated Redis DB (not eager), flushed."""
-    with dedicated_broker(redis_url, WORKER_REDIS_DB) as url:
-        yield url
+    """Point this process's Celery app (not eager) at this run's own diagnosis queue."""
+    with dedicated_broker(redis_url, "diagnosis") as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import time
 from pathlib import Path
 
@@ -28,17 +27,15 @@ from tests.factories import png_bytes
 
 pytestmark = [pytest.mark.integration]
 
-#: A Redis database of its own (not the diagnosis test's), flushed before and after.
-WORKER_REDIS_DB = int(os.environ.get("REPORTS_INTEGRATION_REDIS_DB", "12"))
 TIMEOUT_S = 90
 TEST_KEY = base64.b64encode(b"reports-itest-key-32-bytes-long!").decode()
 
 
 @pytest.fixture
 def broker(redis_url):
-    """This process's Celery app sends to a dedicated, flushed Redis DB (not eager)."""
-    with dedicated_broker(redis_url, WORKER_REDIS_DB) as url:
-        yield url
+    """This process's Celery app sends (not eager) to this run's own reports queue."""
+    with dedicated_broker(redis_url, "reports") as broker:
+        yield broker
 
 
 @pytest.fixture
