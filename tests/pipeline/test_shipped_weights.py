@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -128,3 +128,94 @@ def test_pydicom_ct_file_is_refused(pipe):
 def test_garbage_raises_a_readable_decode_error(pipe):
     with pytest.raises(DecodeError):
         pipe.run(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _lungs_cartoon(size: int = 384) -> Image.Image:
+    """A textbook drawing of the chest: outlined torso, two pink lungs, a heart, a label."""
+    im = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(im)
+    d.rounded_rectangle([60, 40, 324, 360], radius=60, outline="black", width=4)
+    d.line([192, 40, 192, 130], fill="black", width=10)
+    d.ellipse([80, 110, 185, 330], fill=(240, 160, 170), outline="black", width=3)
+    d.ellipse([199, 110, 304, 330], fill=(240, 160, 170), outline="black", width=3)
+    d.ellipse([175, 220, 245, 300], fill=(200, 40, 50), outline="black", width=3)
+    d.text((20, 10), "LUNGS", fill="black")
+    return im
+
+
+def _axial_head_diagram(size: int = 384) -> Image.Image:
+    """A grey-scale teaching diagram of an axial head slice: skull ring, grey brain, two ventricles
+    (the hardest cartoon: dark background and a bright rim, like a real slice)."""
+    im = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(im)
+    d.ellipse([60, 40, 324, 344], fill=235)
+    d.ellipse([75, 55, 309, 329], fill=120)
+    d.ellipse([150, 130, 185, 250], fill=30)
+    d.ellipse([199, 130, 234, 250], fill=30)
+    d.line([192, 60, 192, 320], fill=90, width=3)
+    return im
+
+
+@pytest.mark.parametrize("draw", [_lungs_cartoon, _axial_head_diagram], ids=["lungs", "axial-head"])
+def test_drawn_anatomical_cartoons_are_refused(pipe, draw):
+    result = pipe.run(_png(draw()))
+    assert result.refused and result.refusal_code in {"other_modality", "unclear_route", "unlike_training"}
+    assert (
+        result.label is None and result.overlay_png is None and result.refusal_reason.endswith("no AI read was made.")
+    )
+
+
+def test_every_shipped_specialist_has_a_feature_check_and_a_margin(pipe):
+    for task, specialist in pipe.specialists.items():
+        assert specialist.feature_check is not None, task
+        assert specialist.feature_check.threshold == specialist.card["ood"]["threshold"] > 0
+        assert 0 < specialist.thresholds["min_margin"] < 1
+    assert pipe.router.describer is not None and "head_ct" in pipe.router.describer.kinds
+
+
+def test_a_real_chest_film_passes_the_feature_check(pipe):
+    result = pipe.run((FIXTURES / "chest_xray.jpg").read_bytes())
+    assert not result.refused
+    assert result.ood["score"] <= result.ood["threshold"]
+
+
+def test_an_image_unlike_the_training_data_is_refused_with_the_specialists_words(pipe, monkeypatch):
+    """The feature-space check decides after the router: with a threshold no image can pass, the
+    brain MRI the router accepts is refused, in words, with no label, heatmap or box."""
+    monkeypatch.setattr(pipe.specialists["brain"].feature_check, "threshold", -1.0)
+    result = pipe.run((FIXTURES / "brain_mri.jpg").read_bytes())
+    assert result.refused and result.refusal_code == "unlike_training"
+    assert result.refusal_reason.startswith(
+        "This looks like a brain image, but unlike the MRIs the model was trained on"
+    )
+    assert result.label is None and result.overlay_png is None and result.roi_box is None
+    assert result.ood["score"] > result.ood["threshold"]
+
+
+def test_a_close_call_reads_indeterminate_with_no_box(pipe, monkeypatch):
+    monkeypatch.setitem(pipe.specialists["chest"].thresholds, "min_margin", 1.01)  # no read is clear enough
+    result = pipe.run((FIXTURES / "chest_xray.jpg").read_bytes())
+    assert not result.refused and result.indeterminate
+    ranked = sorted(result.probabilities, key=result.probabilities.get, reverse=True)
+    assert result.candidates == ranked[:2] and result.label == ranked[0]
+    assert result.roi_box is None and result.overlay_png  # the heatmap stays, the box goes
+    assert result.to_dict()["indeterminate"] is True
+
+
+def test_a_dicom_with_nan_rescale_is_refused_not_routed(pipe):
+    gray = np.asarray(Image.open(FIXTURES / "chest_xray.jpg").convert("L"), dtype=np.uint16) * 256
+    ds = pydicom.dcmread(io.BytesIO(_dicom(gray, "MONOCHROME2", "CR")))
+    ds.RescaleSlope, ds.RescaleIntercept = "NaN", 0
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    try:
+        result = pipe.run(buf.getvalue())
+    except DecodeError:
+        return  # refused by the decoder: equally safe
+    assert result.refused and result.refusal_code == "unreadable" and result.label is None
