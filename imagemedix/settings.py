@@ -263,12 +263,22 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 
+# redis-py's default 5 s socket timeout races channels-redis's 5 s blocking pop (BZPOPMIN): an idle
+# WebSocket's receive loop then dies with "Timeout reading from redis" and daphne closes it (1011).
+# Reads may wait well past the pop; TCP keepalive and a health check find a connection that died.
+CHANNELS_REDIS_CONNECTION = {
+    "socket_timeout": 30,  # > channels_redis RedisChannelLayer.brpop_timeout (5 s)
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+}
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [{"address": REDIS_URL, **CHANNELS_REDIS_CONNECTION}],
                 "prefix": env.str("CHANNELS_PREFIX", default="imagemedix"),
             },
         }

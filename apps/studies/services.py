@@ -126,6 +126,17 @@ def submit_study(
                 format=upload.source_format,
             )
             study_id = study.pk
+            # Announce "queued" before sending the read, so open pages see queued → processing → done.
+            transaction.on_commit(
+                lambda: study_status_changed.send(
+                    sender=Study,
+                    study_id=study_id,
+                    hospital_id=hospital.pk,
+                    status=StudyStatus.QUEUED,
+                    message=study.status_message,
+                ),
+                robust=True,
+            )
             # robust: a failure to enqueue is logged and never undoes the committed study.
             transaction.on_commit(lambda: enqueue_diagnosis(study_id), robust=True)
     except BaseException:

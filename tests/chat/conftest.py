@@ -40,7 +40,11 @@ def live(settings, redis_url, transactional_db, world) -> Iterator[Any]:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": f"imagemedix-test-{uuid.uuid4().hex[:12]}"},
+            "CONFIG": {
+                # The production connection options (socket timeouts), on the test's Redis.
+                "hosts": [{"address": redis_url, **settings.CHANNELS_REDIS_CONNECTION}],
+                "prefix": f"imagemedix-test-{uuid.uuid4().hex[:12]}",
+            },
         }
     }
     from channels_redis.core import RedisChannelLayer
