@@ -57,11 +57,12 @@ def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, wo
     if not os.path.exists(CHROMIUM):
         unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
     # The servers use the production hashers (Argon2), not the tests' fast MD5.
-    from django.contrib.auth.hashers import Argon2PasswordHasher, make_password
+    from django.contrib.auth.hashers import make_password
 
     from apps.accounts.models import User
+    from imagemedix.hashers import BoundedArgon2PasswordHasher
 
-    User.objects.update(password=make_password(TEST_PASSWORD, hasher=Argon2PasswordHasher()))
+    User.objects.update(password=make_password(TEST_PASSWORD, hasher=BoundedArgon2PasswordHasher()))
     database_url = test_database_url()
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
