@@ -7,7 +7,9 @@ before anything is stored.
 * DICOM: "DICM" at offset 128 is required; the 128-byte preamble must be empty or plain
   padding (a preamble carrying an executable — PE/ELF/Mach-O/script — is refused); the header is
   read with ``stop_before_pixels``; the transfer syntax must be on an allow-list; rows×columns×
-  frames is capped; the pixel data must be present and of the declared size.
+  frames is capped; rescale slope/intercept and window centre/width must be finite, plausible
+  numbers (a NaN there turns every pixel into NaN downstream); the pixel data must be present and
+  of the declared size.
 
 Every refusal raises ``UploadRejected`` whose message is written for the clinician.
 """
@@ -15,10 +17,11 @@ Every refusal raises ``UploadRejected`` whose message is written for the clinici
 from __future__ import annotations
 
 import io
+import math
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,6 +44,16 @@ ALLOWED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.5": "RLE Lossless",
 }
 UNSUPPORTED_HINT = "Please upload a PNG, JPEG or DICOM image of a chest X-ray or brain MRI."
+REEXPORT_HINT = "Please export the image again from the PACS or the modality."
+#: Larger than any real rescale or window value (CT uses about ±1e4 HU), small enough to keep float32 sane.
+DICOM_VALUE_LIMIT = 1e7
+#: The grey-level attributes the pipeline applies: keyword -> how a clinician reads it.
+DICOM_GREY_LEVEL_ATTRIBUTES = {
+    "RescaleSlope": "rescale slope",
+    "RescaleIntercept": "rescale intercept",
+    "WindowCenter": "window centre",
+    "WindowWidth": "window width",
+}
 
 
 class UploadRejected(ValidationError):
@@ -166,6 +179,7 @@ def _validate_dicom(data: bytes) -> ValidatedUpload:
         raise UploadRejected(f"The DICOM image is {cols}×{rows}×{frames} pixels, above the processing limit.")
     if bits not in (8, 16) or samples not in (1, 3):
         raise UploadRejected("Only 8- or 16-bit greyscale or RGB DICOM images are supported.")
+    _check_grey_level_values(ds)
 
     try:
         full = pydicom.dcmread(io.BytesIO(data))
@@ -189,6 +203,28 @@ def _validate_dicom(data: bytes) -> ValidatedUpload:
         ) from None
     modality = str(ds.get("Modality", "") or "")[:16]
     return ValidatedUpload(data=data, source_format="dicom", width=cols, height=rows, dicom_modality=modality)
+
+
+def _check_grey_level_values(ds) -> None:  # noqa: ANN001 - pydicom Dataset
+    """Refuse rescale and window values that would poison the pixel values: not a number, NaN or
+    infinite, absurdly large, a zero slope (every pixel the same) or a window width of zero or less."""
+    for keyword, label in DICOM_GREY_LEVEL_ATTRIBUTES.items():
+        try:
+            raw = ds.get(keyword)
+            if raw is None or raw == "":
+                continue
+            values = [float(v) for v in (raw if isinstance(raw, Sequence) and not isinstance(raw, str) else [raw])]
+        except (TypeError, ValueError):
+            raise UploadRejected(f"The DICOM {label} is not a number. {REEXPORT_HINT}") from None
+        for value in values:
+            if not math.isfinite(value):
+                raise UploadRejected(f"The DICOM {label} is not a finite number ({value}). {REEXPORT_HINT}")
+            if abs(value) > DICOM_VALUE_LIMIT:
+                raise UploadRejected(f"The DICOM {label} ({value:g}) is implausibly large. {REEXPORT_HINT}")
+            if keyword == "RescaleSlope" and value == 0:
+                raise UploadRejected(f"The DICOM rescale slope is 0, which would erase the image. {REEXPORT_HINT}")
+            if keyword == "WindowWidth" and value <= 0:
+                raise UploadRejected(f"The DICOM window width ({value:g}) must be above 0. {REEXPORT_HINT}")
 
 
 _STRICT_LOCK = threading.Lock()

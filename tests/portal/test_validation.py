@@ -266,3 +266,52 @@ def test_truncation_is_caught_even_when_another_library_relaxed_pillow(monkeypat
     assert words in _refusal(builder())
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
     assert validate_image_bytes(png_bytes()).source_format == "png"
+
+
+# --- grey-level values that would poison the pipeline --------------------------------------------
+
+
+def dicom_with(**attributes: object) -> bytes:
+    """``good_dicom()`` with rescale/window attributes set (strings are written as they are)."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(good_dicom()))
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("attributes", "words"),
+    [
+        ({"RescaleSlope": "NaN"}, "rescale slope is not a finite number"),
+        ({"RescaleIntercept": "inf"}, "rescale intercept is not a finite number"),
+        ({"WindowCenter": "NaN", "WindowWidth": "400"}, "window centre is not a finite number"),
+        ({"WindowCenter": "40", "WindowWidth": "-Infinity"}, "window width is not a finite number"),
+        ({"WindowCenter": ["40", "NaN"], "WindowWidth": ["400", "80"]}, "window centre is not a finite number"),
+        ({"RescaleSlope": "0"}, "rescale slope is 0"),
+        ({"RescaleIntercept": "-2e8"}, "implausibly large"),
+        ({"WindowCenter": "1e9", "WindowWidth": "400"}, "implausibly large"),
+        ({"WindowCenter": "40", "WindowWidth": "0"}, "window width (0) must be above 0"),
+        ({"WindowCenter": "40", "WindowWidth": "-5"}, "window width (-5) must be above 0"),
+    ],
+)
+def test_dicom_with_poisonous_grey_level_values_is_refused(attributes, words):
+    message = _refusal(dicom_with(**attributes))
+    assert words in message, message
+    assert message.startswith("The DICOM ") and "export the image again" in message
+
+
+def test_dicom_grey_level_value_that_is_not_a_number_is_refused():
+    data = dicom_with(RescaleSlope="12345")
+    message = _refusal(data.replace(b"12345", b"abcde"))
+    assert "rescale slope is not a number" in message, message
+
+
+def test_dicom_with_ordinary_rescale_and_window_is_accepted():
+    data = dicom_with(
+        RescaleSlope="1", RescaleIntercept="-1024", WindowCenter=["40", "300"], WindowWidth=["400", "1500"]
+    )
+    assert validate_image_bytes(data).source_format == "dicom"
