@@ -2,7 +2,8 @@
 
 A Celery worker process (or the web process, in the embedded mode where tasks run inline)
 loads each artifact the first time a study needs it and keeps it for the life of the process,
-keyed by the weights' SHA-256. Before loading, the weights file is hashed and compared with the
+keyed by the weights' SHA-256 and the version (two versions can share weights and differ in their
+card: thresholds, feature-space check). Before loading, the weights file is hashed and compared with the
 hash the registry recorded: a swapped or corrupted weights file is refused, never used.
 """
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from .models import ModelVersion
 
 _lock = threading.RLock()
-_artifacts: dict[str, Any] = {}
-_pipelines: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+_artifacts: dict[tuple[str, str], Any] = {}
+_pipelines: dict[tuple[tuple[str, str, str], ...], Any] = {}
 _torch_configured = False
 
 
@@ -40,11 +41,12 @@ def _configure_torch() -> None:
 
 def load_model(mv: ModelVersion) -> Any:
     """The pipeline ``Artifact`` of ``mv``, loaded once per process and verified by hash."""
-    cached = _artifacts.get(mv.weights_sha256)
+    key = (mv.weights_sha256, mv.version)
+    cached = _artifacts.get(key)
     if cached is not None:
         return cached
     with _lock:
-        cached = _artifacts.get(mv.weights_sha256)
+        cached = _artifacts.get(key)
         if cached is not None:
             return cached
         folder = mv.artifact_dir
@@ -57,17 +59,19 @@ def load_model(mv: ModelVersion) -> Any:
         from .pipeline import load_artifact
 
         artifact = load_artifact(folder, lazy=True)  # the PyTorch model only if the backend needs it
-        loaded_sha = getattr(artifact, "sha256", None)
-        if loaded_sha and loaded_sha != mv.weights_sha256:
-            raise ModelIntegrityError(f"{mv}: loaded weights hash {loaded_sha[:12]}… ≠ registry {mv.short_sha}…")
-        _artifacts[mv.weights_sha256] = artifact
+        if artifact.sha256 != mv.weights_sha256:
+            raise ModelIntegrityError(f"{mv}: loaded weights hash {artifact.sha256[:12]}… ≠ registry {mv.short_sha}…")
+        _artifacts[key] = artifact
         return artifact
 
 
 def get_pipeline(router_mv: ModelVersion, specialist_mvs: dict[str, ModelVersion]) -> Any:
     """A ``TwoStagePipeline`` for this router and these specialists (``{'chest': mv, 'brain': mv}``),
     built from the process-wide cache of loaded models."""
-    key = (router_mv.weights_sha256, tuple(sorted((task, mv.weights_sha256) for task, mv in specialist_mvs.items())))
+    key = tuple(
+        sorted([("router", router_mv.weights_sha256, router_mv.version)])
+        + sorted((task, mv.weights_sha256, mv.version) for task, mv in specialist_mvs.items())
+    )
     pipeline = _pipelines.get(key)
     if pipeline is not None:
         return pipeline
@@ -88,7 +92,7 @@ def get_pipeline(router_mv: ModelVersion, specialist_mvs: dict[str, ModelVersion
 
 def loaded_hashes() -> set[str]:
     """SHA-256 of every model loaded in this process (for tests and diagnostics)."""
-    return set(_artifacts)
+    return {sha for sha, _ in _artifacts}
 
 
 def clear_cache() -> None:

@@ -318,6 +318,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "label_smoothing",
         "appearance",
         "ood_false_refusal",
+        "from_artifact",
         "val_grouping",
         "pretrained",
         "version",
@@ -350,19 +351,40 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             test = (preprocess(method, xte), yte)
     log(f"{task}: train {len(ytr)}, validation {len(yva)}, input {size}px, preprocessing {method}")
 
-    model, class_weights, history = fit(task, xtr, ytr, xva, yva, cfg, log)
-    training_info = {k: v for k, v in cfg.items() if k not in {"log", "pretrained"}}
-    training_info.update(
-        arch=ARCH,
-        optimiser="AdamW + OneCycle",
-        class_weights=[round(float(w), 3) for w in class_weights],
-        validation="by patient"
+    validation = (
+        "by patient"
         if task == "chest"
-        else ("by near-duplicate group (corr ≥ 0.95), stratified" if grouped else "stratified"),
-        history=history,
-        seconds=round(time.time() - started),
-        pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
+        else ("by near-duplicate group (corr ≥ 0.95), stratified" if grouped else "stratified")
     )
+    if cfg.get("from_artifact"):
+        # Same weights, new version: calibration, thresholds and the feature-space check are fitted
+        # again (on the same carving of train/ as its training used), nothing is trained.
+        source = load_artifact(cfg["from_artifact"])
+        if (source.task, source.input_size, source.preprocessing) != (task, size, method):
+            raise ValueError(
+                f"{cfg['from_artifact']} is a {source.task} model at {source.input_size}px ({source.preprocessing}); "
+                f"asked for {task} at {size}px ({method})"
+            )
+        model = source.model
+        training_info = {
+            **source.card["training"],
+            "version": cfg.get("version"),
+            "weights_from": source.version,
+            "checks_fitted": dt.date.today().isoformat(),
+            "validation": validation,
+        }
+    else:
+        model, class_weights, history = fit(task, xtr, ytr, xva, yva, cfg, log)
+        training_info = {k: v for k, v in cfg.items() if k not in {"log", "pretrained"}}
+        training_info.update(
+            arch=ARCH,
+            optimiser="AdamW + OneCycle",
+            class_weights=[round(float(w), 3) for w in class_weights],
+            validation=validation,
+            history=history,
+            seconds=round(time.time() - started),
+            pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
+        )
     return finalize(
         task,
         model,
