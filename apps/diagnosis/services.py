@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Prefetch
 from django.dispatch import Signal
 from django.http import HttpRequest
 from django.utils import timezone
@@ -92,6 +93,18 @@ def latest_diagnosis(study: Study) -> Diagnosis | None:
         .order_by("-created_at", "-pk")
         .first()
     )
+
+
+def diagnoses_prefetch() -> Prefetch:
+    """For Study querysets listed with their AI read (the API's study lists): every listed study's
+    diagnoses, with their model versions, in one query for the whole page."""
+    return Prefetch("diagnoses", queryset=Diagnosis.objects.select_related("router_version", "specialist_version"))
+
+
+def newest_diagnosis(study: Study) -> Diagnosis | None:
+    """The newest of the study's diagnoses, picked from the ``diagnoses_prefetch()`` cache when the
+    queryset has it (no query), else from one query."""
+    return max(study.diagnoses.all(), key=lambda d: (d.created_at, d.pk), default=None)
 
 
 def diagnosis_summary(study: Study, diagnosis: Diagnosis | None = None) -> dict[str, Any] | None:

@@ -29,9 +29,11 @@ from rest_framework.response import Response
 
 from apps.accounts import audit
 from apps.accounts.api import TenantAPIMixin
+from apps.diagnosis.services import diagnoses_prefetch
 
 from . import access, services
 from .models import Patient, Study, StudyStatus
+from .params import parse_id
 from .serializers import (
     ErrorSerializer,
     PatientCreateSerializer,
@@ -171,7 +173,12 @@ class PatientStudyList(ClinicalAPIView, generics.ListAPIView):
             return Study.objects.none()
         patient = access.get_patient(self.tenant, self.kwargs["pk"])
         self.patient = patient
-        qs = access.visible_studies(self.tenant).filter(patient=patient).select_related("patient", "uploaded_by")
+        qs = (
+            access.visible_studies(self.tenant)
+            .filter(patient=patient)
+            .select_related("patient", "uploaded_by")
+            .prefetch_related(diagnoses_prefetch())
+        )
         return _filter_studies(qs, self.request.query_params)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -210,9 +217,10 @@ class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
         if self.fake:
             return Study.objects.none()
         qs = access.visible_studies(self.tenant).select_related("patient", "uploaded_by")
+        qs = qs.prefetch_related(diagnoses_prefetch())
         patient = self.request.query_params.get("patient")
         if patient:
-            qs = qs.filter(patient_id=int(patient)) if patient.isdigit() else qs.none()
+            qs = qs.filter(patient_id=parse_id(patient, "patient filter"))
         return _filter_studies(qs, self.request.query_params)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -224,7 +232,7 @@ class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
         raw_patient = str(request.data.get("patient", "") or "").strip()
         if not raw_patient:
             raise UploadRejected("Please say which patient the image belongs to (field 'patient').")
-        patient = access.caseload(self.tenant).filter(pk=int(raw_patient)).first() if raw_patient.isdigit() else None
+        patient = access.caseload(self.tenant).filter(pk=parse_id(raw_patient, "patient")).first()
         if patient is None:
             raise UploadRejected("Please choose a patient from your caseload.")
         uploaded = request.FILES.get("file")

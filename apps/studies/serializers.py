@@ -10,7 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.diagnosis.services import diagnosis_summary
+from apps.diagnosis.services import diagnosis_summary, newest_diagnosis
 
 from .models import Patient, Sex, Study
 
@@ -90,7 +90,9 @@ class StudySerializer(serializers.ModelSerializer):
         ``label_display`` ("Indeterminate: …" when the AI could not choose), ``confidence`` (null
         when refused or indeterminate), ``indeterminate``, ``candidates``, ``refusal_code``…"""
         try:
-            return diagnosis_summary(study)
+            # List views prefetch the diagnoses (diagnoses_prefetch), so a page costs one query, not one per row.
+            diagnosis = newest_diagnosis(study)
+            return diagnosis_summary(study, diagnosis) if diagnosis is not None else None
         except Exception:  # noqa: BLE001 - never let a summary error become a 500 in a listing
             log.exception("diagnosis summary failed for study %s", study.pk)
             return None

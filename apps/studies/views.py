@@ -31,6 +31,7 @@ from apps.diagnosis.services import latest_diagnosis
 from . import access, services
 from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
 from .models import Patient, SourceFormat, Study, StudyStatus
+from .params import parse_id
 from .storage import TamperedFileError, read_encrypted
 from .validation import UploadRejected, validate_upload
 
@@ -160,13 +161,23 @@ def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
             return JsonResponse({"errors": errors}, status=400)
         status = 400
     else:
-        initial = {}
-        wanted = request.GET.get("patient", "")
-        if wanted.isdigit() and patients.filter(pk=int(wanted)).exists():
-            initial["patient"] = int(wanted)
-        form = UploadForm(initial=initial, patients=patients)
-        status = 200
+        form, status = _upload_form_for_link(request, patients)
     return render(request, "studies/upload.html", {"form": form, "has_patients": patients.exists()}, status=status)
+
+
+def _upload_form_for_link(request: HttpRequest, patients: QuerySet[Patient]) -> tuple[UploadForm, int]:
+    """The empty upload form, with the patient of an ``?patient=<id>`` link chosen; a link whose id
+    is not a valid id answers 400 with a message (a patient one may not see is just not chosen)."""
+    wanted = request.GET.get("patient", "")
+    if not wanted:
+        return UploadForm(patients=patients), 200
+    try:
+        wanted_id = parse_id(wanted, "patient in the link")
+    except ValidationError as exc:
+        messages.error(request, exc.messages[0])
+        return UploadForm(patients=patients), 400
+    initial = {"patient": wanted_id} if patients.filter(pk=wanted_id).exists() else {}
+    return UploadForm(initial=initial, patients=patients), 200
 
 
 @role_required(*CLINICAL)

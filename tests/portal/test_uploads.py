@@ -97,7 +97,7 @@ def test_api_upload_without_a_file_or_patient_says_so(alice_client, world, media
     response = alice_client.post(url, {"file": SimpleUploadedFile("a.png", png_bytes())})
     assert response.status_code == 400 and "patient" in response.json()["error"]
     response = alice_client.post(url, {"patient": "1 OR 1=1", "file": SimpleUploadedFile("a.png", png_bytes())})
-    assert response.status_code == 400 and "caseload" in response.json()["error"]
+    assert response.status_code == 400 and "positive whole number" in response.json()["error"]
     response = alice_client.post(url, data=b"not multipart", content_type="application/json")
     assert response.status_code == 415
     _nothing_left(media_files)
