@@ -15,6 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 
 from . import audit
 from .models import AuditEvent, Hospital, Membership, User
+from .signals import announce_access_change
 from .tenancy import hospitals_administered_by
 
 
@@ -265,6 +266,8 @@ class MembershipAdmin(HospitalScopedAdmin):
             role=obj.role,
             is_active=obj.is_active,
         )
+        if change:
+            announce_access_change(obj.user_id, "membership")
 
     def delete_model(self, request: HttpRequest, obj: Membership) -> None:
         audit.record(
@@ -278,6 +281,7 @@ class MembershipAdmin(HospitalScopedAdmin):
             role=obj.role,
         )
         super().delete_model(request, obj)
+        announce_access_change(obj.user_id, "membership")
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Membership]) -> None:
         for obj in queryset:

@@ -9,6 +9,8 @@ from django.db import models
 from django.utils import timezone
 from django_scopes import ScopedManager
 
+from .signals import announce_access_change
+
 
 class UserManager(BaseUserManager["User"]):
     """Creates users identified by e-mail address (there is no username)."""
@@ -62,6 +64,22 @@ class User(AbstractUser):
     @property
     def display_name(self) -> str:
         return self.full_name or self.email
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        """Save; when the password changed or the account was switched off, tell the realtime side
+        on commit, so the user's open WebSockets re-validate (and those of other sessions close).
+        Compared with the stored row, so every path counts: the password pages, a reset, the
+        admin, ``changepassword``."""
+        update_fields = kwargs.get("update_fields")
+        access_may_end = False
+        if not self._state.adding and (update_fields is None or {"password", "is_active"} & set(update_fields)):
+            stored = type(self).objects.filter(pk=self.pk).values("password", "is_active").first()
+            access_may_end = stored is not None and (
+                stored["password"] != self.password or (stored["is_active"] and not self.is_active)
+            )
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        if access_may_end:
+            announce_access_change(self.pk, "credentials")
 
 
 class Hospital(models.Model):

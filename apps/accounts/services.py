@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from . import audit
 from .models import Hospital, Membership, Role, User
+from .signals import announce_access_change
 
 
 def add_member(
@@ -54,7 +55,8 @@ def add_member(
 
 
 def deactivate_member(membership: Membership, *, actor: Any = None, request: HttpRequest | None = None) -> None:
-    """Switch a membership off (the row stays, for the audit trail and to re-activate later).
+    """Switch a membership off (the row stays, for the audit trail and to re-activate later);
+    the member's open WebSockets in this hospital close at once.
 
     A hospital admin cannot remove their own admin role: that would lock the hospital out.
     """
@@ -73,3 +75,5 @@ def deactivate_member(membership: Membership, *, actor: Any = None, request: Htt
                 user=membership.user_id,
                 role=membership.role,
             )
+            # Open WebSockets of this user re-validate on commit; those in this hospital close.
+            announce_access_change(membership.user_id, "membership")

@@ -13,10 +13,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import wraps
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.utils.crypto import constant_time_compare
 from django_scopes import scope, scopes_disabled
 
 from .models import Hospital, Membership, Role
@@ -71,6 +75,33 @@ def resolve_tenant(user: User, slug: str) -> Tenant:
     if not roles:
         raise Http404("No such hospital.")
     return Tenant(hospital=hospital, user=user, roles=roles)
+
+
+def session_user(session_key: str | None) -> User | None:
+    """The active user logged in with ``session_key`` right now, else None.
+
+    None when the session was logged out or expired, when the password changed since login (the
+    stored session auth hash no longer matches, as Django checks on every page), or when the
+    account was switched off. Long-lived connections (WebSockets) call this again and again;
+    unlike ``django.contrib.auth.get_user`` it only reads, so it never flushes a session that a
+    page is updating at the same moment (a password change in this very session).
+    """
+    if not session_key:
+        return None
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except KeyError:
+        return None
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None or not user.is_active:
+        return None
+    if not constant_time_compare(session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return None
+    return user
 
 
 @contextmanager

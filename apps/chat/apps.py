@@ -7,9 +7,11 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat and notifications"
 
     def ready(self) -> None:
+        from apps.accounts.signals import access_changed
         from apps.studies.services import care_assignment_ended, study_status_changed
 
         from . import receivers
 
         study_status_changed.connect(receivers.on_study_status_changed, dispatch_uid="chat.study_status_changed")
         care_assignment_ended.connect(receivers.on_care_assignment_ended, dispatch_uid="chat.care_assignment_ended")
+        access_changed.connect(receivers.on_access_changed, dispatch_uid="chat.access_changed")

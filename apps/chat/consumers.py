@@ -2,13 +2,21 @@
 
 The tenant is resolved once, in ``connect()``, from the session user (AuthMiddlewareStack) and
 the hospital slug in the path, exactly like TenantMiddleware does for pages; the Origin header
-is checked before that by AllowedHostsOriginValidator (imagemedix/asgi.py). Close codes before
-or after accept:
+is checked before that (imagemedix/asgi.py).
 
-* 4401 — not logged in;
+A socket lives only as long as the access it was opened with. Every inbound frame, and every
+push before it goes out, re-validates: the session is still logged in with the same session
+auth hash (no logout, no password change), the account is active, the membership in this
+hospital is active, and for a conversation the care assignment still exists. Logout, password
+changes, membership changes and unassignments also tell the user's sockets to re-validate at
+once (group ``user.<id>``, ``access.revoked``), so they close without waiting for traffic.
+
+Close codes, before or after accept:
+
+* 4401 — not logged in, or no longer (logged out, password changed, account switched off);
 * 4404 — not a member of this hospital (same as a hospital that does not exist);
-* 4403 — a member who may not open this conversation, or whose access ended (assignment
-  removed). Every incoming chat message re-checks membership and the assignment.
+* 4403 — a member who may not open this conversation, or whose access ended since (membership
+  switched off, assignment removed). A ``revoked`` frame says why just before the close.
 
 Every database call enters the hospital's scope (``tenant_scope``) inside the worker thread.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -24,12 +33,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
-from apps.accounts.tenancy import Tenant, resolve_tenant, tenant_scope
+from apps.accounts.tenancy import Tenant, resolve_tenant, session_user, tenant_scope
 from apps.studies.access import visible_studies
 
 from . import notifications, services
 from .access import can_use
-from .models import Conversation, Message, user_group
+from .models import Conversation, Message, access_group, user_group
 from .receivers import study_status_event
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,19 @@ CLOSE_NOT_FOUND = 4404
 MAX_FRAME_CHARS = 16_000
 #: Most studies one ``studies`` request may ask about (a caseload page shows 25).
 MAX_WATCHED_STUDIES = 200
+
+
+@dataclass(frozen=True)
+class AccessEnded:
+    """Why an open socket must close now: the close code and the sentence the client shows."""
+
+    code: int
+    message: str
+
+
+SIGNED_OUT = AccessEnded(CLOSE_UNAUTHENTICATED, "You have been signed out. Please sign in again.")
+MEMBERSHIP_ENDED = AccessEnded(CLOSE_FORBIDDEN, "You are no longer a member of this hospital.")
+CONVERSATION_ENDED = AccessEnded(CLOSE_FORBIDDEN, services.ACCESS_ENDED)
 
 
 def _resolve(user: Any, slug: str) -> Tenant | None:
@@ -58,11 +80,25 @@ def _as_int(value: Any) -> int | None:
     return number if number >= 0 else None
 
 
+def current_tenant(session_key: str | None, user_id: int, slug: str) -> Tenant | AccessEnded:
+    """The socket's tenant as of now, or why its access has ended (see the module docstring)."""
+    user = session_user(session_key)
+    if user is None or user.pk != user_id:
+        return SIGNED_OUT
+    return _resolve(user, slug) or MEMBERSHIP_ENDED
+
+
 class TenantConsumer(AsyncJsonWebsocketConsumer):
-    """Resolves ``self.tenant`` in connect(); subclasses call ``await self.enter_tenant()``."""
+    """Resolves ``self.tenant`` in connect() and keeps re-validating it.
+
+    Subclasses call ``await self.enter_tenant()`` in connect(), ``await self.join(...)`` for their
+    groups, and ``await self.still_allowed()`` before answering a frame or forwarding a push.
+    """
 
     tenant: Tenant | None = None
-    group: str | None = None
+    session_key: str | None = None
+    joined: tuple[str, ...] = ()
+    ended = False
 
     async def enter_tenant(self) -> Tenant | None:
         """The tenant of this socket, or None after closing it with the right code."""
@@ -76,10 +112,36 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return None
         self.tenant = tenant
+        self.session_key = self.scope["session"].session_key
         return tenant
+
+    def check_access(self) -> Tenant | AccessEnded:
+        """Runs in a worker thread: the fresh tenant, or why this socket must close."""
+        assert self.tenant is not None  # noqa: S101 - only called on accepted sockets
+        return current_tenant(self.session_key, self.tenant.user.pk, self.tenant.hospital.slug)
+
+    async def still_allowed(self) -> bool:
+        """Re-validate now; on failure tell the client why, close, and answer False from then on."""
+        if self.ended or self.tenant is None:
+            return False
+        verdict = await database_sync_to_async(self.check_access)()
+        if isinstance(verdict, AccessEnded):
+            await self.end_access(verdict)
+            return False
+        self.tenant = verdict
+        return True
+
+    async def end_access(self, ended: AccessEnded) -> None:
+        """Tell the client why, leave every group, close; nothing more goes in or out."""
+        self.ended = True
+        await self.send_json({"type": "revoked", "message": ended.message})
+        await self.leave_groups()
+        await self.close(code=ended.code)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         """Only small JSON text frames are understood; anything else gets an error, not a crash."""
+        if not await self.still_allowed():
+            return
         if text_data is None or len(text_data) > MAX_FRAME_CHARS:
             await self.send_error("invalid", "Unknown request.")
             return
@@ -90,14 +152,24 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.receive_json(content, **kwargs)
 
-    async def join(self, group: str) -> None:
-        self.group = group
-        await self.channel_layer.group_add(group, self.channel_name)
+    async def join(self, *groups: str) -> None:
+        """Join the socket's groups, always with the user's access group first."""
+        assert self.tenant is not None  # noqa: S101 - enter_tenant() succeeded
+        for group in (access_group(self.tenant.user.pk), *groups):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.joined = (*self.joined, group)
+
+    async def leave_groups(self) -> None:
+        for group in self.joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = ()
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+        await self.leave_groups()
+
+    async def access_revoked(self, event: dict[str, Any]) -> None:
+        """Something that decides this user's access changed (apps.chat.receivers): re-check now."""
+        await self.still_allowed()
 
     async def send_error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
@@ -126,7 +198,7 @@ class NotificationConsumer(TenantConsumer):
         await self.send_json(await database_sync_to_async(_hello_payload)(tenant.hospital.pk, tenant.user.pk))
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        assert self.tenant is not None  # noqa: S101 - connect() closed the socket otherwise
+        assert self.tenant is not None  # noqa: S101 - receive() re-validated it
         hospital_id, user_id = self.tenant.hospital.pk, self.tenant.user.pk
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "ack":
@@ -155,8 +227,10 @@ class NotificationConsumer(TenantConsumer):
             await self.send_error("invalid", "Unknown request.")
 
     async def push(self, event: dict[str, Any]) -> None:
-        """A notification or a transient event for this user (see apps/chat/notifications.py)."""
-        await self.send_json(event["payload"])
+        """A notification or a transient event for this user (see apps/chat/notifications.py),
+        forwarded only while the user's session and membership still hold."""
+        if await self.still_allowed():
+            await self.send_json(event["payload"])
 
 
 def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, Any]]:
@@ -191,29 +265,39 @@ class ChatConsumer(TenantConsumer):
 
     Client → server: ``message`` {body}, ``read`` {up_to}, ``sync`` {since} (after a reconnect).
     Server → client: ``hello``, ``message`` {message}, ``history`` {messages}, ``error`` {code,
-    message}, ``revoked`` {message} (then close 4403).
+    message}, ``revoked`` {message} (then close 4401 or 4403).
     """
 
-    conversation_id: int | None = None
-    revoked = False
+    conversation: Conversation | None = None
 
     async def connect(self) -> None:
         tenant = await self.enter_tenant()
         if tenant is None:
             return
         conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
-        allowed = await database_sync_to_async(_usable_conversation)(tenant, conversation_id)
-        if allowed is None:
+        conversation = await database_sync_to_async(_usable_conversation)(tenant, conversation_id)
+        if conversation is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.conversation_id = conversation_id
-        await self.join(allowed.group_name)
+        self.conversation = conversation
+        await self.join(conversation.group_name)
         await self.accept()
         await self.send_json({"type": "hello", "conversation_id": conversation_id})
 
+    def check_access(self) -> Tenant | AccessEnded:
+        """The member's session and membership, and then the conversation: still a party, the
+        doctor still assigned to the patient."""
+        assert self.conversation is not None  # noqa: S101 - only called on accepted sockets
+        verdict = super().check_access()
+        if isinstance(verdict, AccessEnded):
+            return verdict
+        if _usable_conversation(verdict, self.conversation.pk) is None:
+            return CONVERSATION_ENDED
+        return verdict
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if self.revoked or self.tenant is None or self.conversation_id is None:
-            return
+        assert self.tenant is not None and self.conversation is not None  # noqa: S101 - receive() re-validated
+        tenant, conversation = self.tenant, self.conversation
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "message":
             body = content.get("body")
@@ -221,45 +305,27 @@ class ChatConsumer(TenantConsumer):
                 await self.send_error("invalid", "Please write a message before sending.")
                 return
             try:
-                await database_sync_to_async(_send)(self.tenant, self.conversation_id, body)
-            except services.ChatAccessDenied as exc:
-                await self.end_access(str(exc) or services.ACCESS_ENDED)
+                await database_sync_to_async(_send)(tenant, conversation, body)
+            except services.ChatAccessDenied:
+                await self.end_access(CONVERSATION_ENDED)
             except services.RateLimited as exc:
                 await self.send_error("rate_limited", " ".join(exc.messages))
             except ValidationError as exc:
                 await self.send_error("invalid", " ".join(exc.messages))
         elif kind == "sync":
             since = _as_int(content.get("since", 0)) or 0
-            try:
-                missed = await database_sync_to_async(_messages_since)(self.tenant, self.conversation_id, since)
-            except services.ChatAccessDenied as exc:
-                await self.end_access(str(exc) or services.ACCESS_ENDED)
-                return
+            missed = await database_sync_to_async(_messages_since)(tenant, conversation, since)
             await self.send_json({"type": "history", "messages": missed})
         elif kind == "read":
             up_to = _as_int(content.get("up_to"))
-            try:
-                await database_sync_to_async(_mark_read)(self.tenant, self.conversation_id, up_to)
-            except services.ChatAccessDenied as exc:
-                await self.end_access(str(exc) or services.ACCESS_ENDED)
+            await database_sync_to_async(_mark_read)(tenant, conversation, up_to)
         else:
             await self.send_error("invalid", "Unknown request.")
 
-    async def end_access(self, message: str) -> None:
-        """Tell the client why, then close; nothing more is accepted on this socket."""
-        self.revoked = True
-        await self.send_json({"type": "revoked", "message": message})
-        await self.disconnect(CLOSE_FORBIDDEN)
-        await self.close(code=CLOSE_FORBIDDEN)
-
     async def chat_message(self, event: dict[str, Any]) -> None:
-        if not self.revoked:
+        """A new message in this conversation, forwarded only while both access checks hold."""
+        if await self.still_allowed():
             await self.send_json({"type": "message", "message": event["message"]})
-
-    async def chat_revoked(self, event: dict[str, Any]) -> None:
-        """Sent by the care_assignment_ended receiver: the doctor was taken off the patient."""
-        if not self.revoked:
-            await self.end_access(services.ACCESS_ENDED)
 
 
 def _usable_conversation(tenant: Tenant, conversation_id: int) -> Conversation | None:
@@ -274,33 +340,19 @@ def _usable_conversation(tenant: Tenant, conversation_id: int) -> Conversation |
         return conversation
 
 
-def _current_conversation(tenant: Tenant, conversation_id: int) -> tuple[Tenant, Conversation]:
-    """Re-check membership and the assignment right now (not as they were at connect)."""
-    fresh = _resolve(tenant.user, tenant.hospital.slug)
-    if fresh is None:
-        raise services.ChatAccessDenied("You are no longer a member of this hospital.")
-    conversation = _usable_conversation(fresh, conversation_id)
-    if conversation is None:
-        raise services.ChatAccessDenied(services.ACCESS_ENDED)
-    return fresh, conversation
+def _send(tenant: Tenant, conversation: Conversation, body: str) -> None:
+    with tenant_scope(tenant.hospital):
+        services.send_message(conversation, tenant.user, body)
 
 
-def _send(tenant: Tenant, conversation_id: int, body: str) -> None:
-    fresh, conversation = _current_conversation(tenant, conversation_id)
-    with tenant_scope(fresh.hospital):
-        services.send_message(conversation, fresh.user, body)
+def _mark_read(tenant: Tenant, conversation: Conversation, up_to: int | None) -> None:
+    with tenant_scope(tenant.hospital):
+        services.mark_read(conversation, tenant.user, up_to)
 
 
-def _mark_read(tenant: Tenant, conversation_id: int, up_to: int | None) -> None:
-    fresh, conversation = _current_conversation(tenant, conversation_id)
-    with tenant_scope(fresh.hospital):
-        services.mark_read(conversation, fresh.user, up_to)
-
-
-def _messages_since(tenant: Tenant, conversation_id: int, since: int) -> list[dict[str, Any]]:
+def _messages_since(tenant: Tenant, conversation: Conversation, since: int) -> list[dict[str, Any]]:
     """Messages after ``since``, oldest first (what a reconnecting client missed; at most 100)."""
-    fresh, conversation = _current_conversation(tenant, conversation_id)
-    with tenant_scope(fresh.hospital):
+    with tenant_scope(tenant.hospital):
         missed = (
             Message.objects.filter(conversation=conversation, pk__gt=since)
             .select_related("sender")

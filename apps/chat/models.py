@@ -129,3 +129,9 @@ def user_group(hospital_id: int, user_id: int) -> str:
 
 def conversation_group(hospital_id: int, conversation_id: int) -> str:
     return f"h{hospital_id}.c{conversation_id}"
+
+
+def access_group(user_id: int) -> str:
+    """Channels group of every open socket of one user, in every hospital: told to re-validate
+    when the user's access may have ended (logout, password change, membership, care team)."""
+    return f"user.{user_id}"

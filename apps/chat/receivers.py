@@ -3,10 +3,12 @@
 * ``study_status_changed`` → a live ``study.status`` event to the doctors caring for the
   patient and the uploader; a persisted notification when the read finishes ("AI read ready",
   "AI unsure", "Not read by the AI" or "AI read failed", with the status message as its body).
-* ``care_assignment_ended`` → open chat sockets of that doctor–patient pair are told access
-  ended and close.
+* ``care_assignment_ended`` → the doctor's and the patient's open sockets re-validate, so their
+  chat about that patient closes;
+* ``access_changed`` (apps.accounts.signals: logout, password change, membership or account
+  switched off) → the user's open sockets re-validate, and those no longer allowed close.
 
-Both signals are sent after commit by apps.studies.services. A failure here is logged and never
+All are sent after commit. A failure here is logged and never
 propagated: it must not fail the diagnosis task or the unassignment that triggered it.
 """
 
@@ -19,10 +21,10 @@ from django.urls import NoReverseMatch, reverse
 
 from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import tenant_scope
-from apps.studies.models import FINISHED_STATUSES, CareAssignment, Study, StudyStatus
+from apps.studies.models import FINISHED_STATUSES, CareAssignment, Patient, Study, StudyStatus
 
 from . import notifications
-from .models import Conversation, NotificationKind
+from .models import NotificationKind, access_group
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +106,22 @@ def _study_status_changed(study_id: int, hospital_id: int, status: str, message:
 
 
 def on_care_assignment_ended(sender: Any, *, hospital_id: int, patient_id: int, doctor_id: int, **kwargs: Any) -> None:
+    """Both parties' sockets re-validate: their chat about this patient closes (4403)."""
     try:
         with tenant_scope(hospital_id):
-            conversation_ids = list(
-                Conversation.objects.filter(
-                    hospital_id=hospital_id, patient_id=patient_id, doctor_id=doctor_id
-                ).values_list("pk", flat=True)
-            )
-        for conversation_id in conversation_ids:
-            notifications.group_send(
-                Conversation(pk=conversation_id, hospital_id=hospital_id).group_name, {"type": "chat.revoked"}
-            )
+            patient_user_id = Patient.objects.filter(pk=patient_id).values_list("user_id", flat=True).first()
+        for user_id in (doctor_id, patient_user_id):
+            if user_id is not None:
+                revoke_sockets(user_id)
     except Exception:
         log.exception("Could not close the chat sockets of patient %s and doctor %s", patient_id, doctor_id)
+
+
+def on_access_changed(sender: Any, *, user_id: int, reason: str, **kwargs: Any) -> None:
+    """Logout, password change, membership or account switched off: the user's sockets re-validate."""
+    revoke_sockets(user_id)
+
+
+def revoke_sockets(user_id: int) -> None:
+    """Tell every open socket of the user to re-validate now; those no longer allowed close."""
+    notifications.group_send(access_group(user_id), {"type": "access.revoked"})
