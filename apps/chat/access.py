@@ -19,8 +19,8 @@ from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import Tenant
+from apps.studies.access import active_doctor_ids, cares_for
 from apps.studies.models import CareAssignment, Patient
 
 from .models import Conversation
@@ -72,9 +72,8 @@ def is_party(conversation: Conversation, user: Any) -> bool:
 
 
 def assignment_active(conversation: Conversation) -> bool:
-    return CareAssignment.objects.filter(
-        hospital_id=conversation.hospital_id, patient_id=conversation.patient_id, doctor_id=conversation.doctor_id
-    ).exists()
+    """The conversation's doctor still cares for its patient (``apps.studies.access.cares_for``)."""
+    return cares_for(conversation.doctor, conversation.patient)
 
 
 def can_use(tenant: Tenant, conversation: Conversation) -> bool:
@@ -101,9 +100,6 @@ def startable_doctors(tenant: Tenant) -> list[tuple[Patient, Any]]:
     """(own patient record, doctor) pairs a patient may start a conversation with."""
     if not tenant.is_patient:
         return []
-    active_doctors = Membership.objects.filter(hospital=tenant.hospital, role=Role.DOCTOR, is_active=True).values(
-        "user_id"
-    )
     pairs = []
     existing = set(
         Conversation.objects.filter(hospital=tenant.hospital, patient__user=tenant.user).values_list(
@@ -111,7 +107,7 @@ def startable_doctors(tenant: Tenant) -> list[tuple[Patient, Any]]:
         )
     )
     for assignment in CareAssignment.objects.filter(
-        hospital=tenant.hospital, patient__user=tenant.user, doctor_id__in=active_doctors
+        hospital=tenant.hospital, patient__user=tenant.user, doctor_id__in=active_doctor_ids(tenant.hospital)
     ).select_related("patient", "doctor"):
         if (assignment.patient_id, assignment.doctor_id) not in existing:
             pairs.append((assignment.patient, assignment.doctor))

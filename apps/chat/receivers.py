@@ -1,8 +1,9 @@
 """Reactions to other apps' signals (connected in ChatConfig.ready()).
 
 * ``study_status_changed`` → a live ``study.status`` event to the doctors caring for the
-  patient and the uploader; a persisted notification when the read finishes ("AI read ready",
-  "AI unsure", "Not read by the AI" or "AI read failed", with the status message as its body).
+  patient now and the uploader if they may still see the study; a persisted notification when
+  the read finishes ("AI read ready", "AI unsure", "Not read by the AI" or "AI read failed",
+  with the status message as its body).
 * ``care_assignment_ended`` → the doctor's and the patient's open sockets re-validate, so their
   chat about that patient closes;
 * ``access_changed`` (apps.accounts.signals: logout, password change, membership or account
@@ -19,9 +20,9 @@ from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
-from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import tenant_scope
-from apps.studies.models import FINISHED_STATUSES, CareAssignment, Patient, Study, StudyStatus
+from apps.studies.access import care_team, may_see_study
+from apps.studies.models import FINISHED_STATUSES, Patient, Study, StudyStatus
 
 from . import notifications
 from .models import NotificationKind, access_group
@@ -42,24 +43,15 @@ def study_url(hospital_slug: str, study_id: int) -> str:
 
 
 def study_recipients(study: Study) -> list[int]:
-    """Active clinicians who should hear about the study: assigned doctors and the uploader."""
-    candidates = set(
-        CareAssignment.objects.filter(hospital_id=study.hospital_id, patient_id=study.patient_id).values_list(
-            "doctor_id", flat=True
-        )
-    )
-    if study.uploaded_by_id:
-        candidates.add(study.uploaded_by_id)
-    return sorted(
-        set(
-            Membership.objects.filter(
-                hospital_id=study.hospital_id,
-                user_id__in=candidates,
-                is_active=True,
-                role__in=[Role.DOCTOR, Role.HOSPITAL_ADMIN],
-            ).values_list("user_id", flat=True)
-        )
-    )
+    """Who hears about the study, decided at send time: the doctors caring for the patient now,
+    and the uploader only while they may still see the study (a hospital admin, or a doctor still
+    on the care team). A doctor taken off the care team hears nothing more, not even about a
+    study they uploaded themselves."""
+    recipients = set(care_team(study.hospital_id, study.patient_id))
+    uploader = study.uploaded_by
+    if uploader is not None and uploader.pk not in recipients and may_see_study(uploader, study):
+        recipients.add(uploader.pk)
+    return sorted(recipients)
 
 
 def study_status_event(study_id: int, status: str, message: str) -> dict[str, Any]:
@@ -79,7 +71,7 @@ def on_study_status_changed(
 
 def _study_status_changed(study_id: int, hospital_id: int, status: str, message: str) -> None:
     with tenant_scope(hospital_id):
-        study = Study.objects.filter(pk=study_id).select_related("patient", "hospital").first()
+        study = Study.objects.filter(pk=study_id).select_related("patient", "hospital", "uploaded_by").first()
         if study is None:
             return
         recipients = study_recipients(study)

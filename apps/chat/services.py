@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts import audit
-from apps.accounts.models import Membership, Role
+from apps.studies.access import cares_for, is_active_doctor
 from apps.studies.models import CareAssignment, Patient
 
 from . import notifications
@@ -59,12 +59,10 @@ def start_conversation(
     if actor.pk not in (doctor.pk, patient.user_id):
         raise ChatAccessDenied("Only the patient and their doctor can take part in this conversation.")
     with transaction.atomic():
-        if not CareAssignment.objects.filter(hospital=patient.hospital, patient=patient, doctor=doctor).exists():
-            raise ChatAccessDenied(ACCESS_ENDED)
-        if not Membership.objects.filter(
-            user=doctor, hospital=patient.hospital, role=Role.DOCTOR, is_active=True
-        ).exists():
+        if not is_active_doctor(doctor, patient.hospital):
             raise ChatAccessDenied("This doctor no longer works at this hospital.")
+        if not cares_for(doctor, patient):
+            raise ChatAccessDenied(ACCESS_ENDED)
         conversation, created = Conversation.objects.get_or_create(
             hospital=patient.hospital, patient=patient, doctor=doctor
         )

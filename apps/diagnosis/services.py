@@ -27,8 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from apps.accounts import audit
-from apps.accounts.models import Membership, Role
 from apps.accounts.tenancy import tenant_scope
+from apps.studies.access import is_active_doctor
 from apps.studies.models import RESULT_STATUSES, Modality, Study, StudyStatus
 from apps.studies.services import enqueue_diagnosis, set_study_status
 from apps.studies.storage import TamperedFileError, delete_stored, read_encrypted, store_encrypted
@@ -414,10 +414,7 @@ def _hospital(hospital_id: int) -> Any:
 def _check_reviewer(diagnosis: Diagnosis, doctor: Any) -> None:
     if diagnosis.refused or not diagnosis.label:
         raise ValidationError("This image was not read by a specialist model, so there is no AI label to review.")
-    is_doctor = Membership.objects.filter(
-        user=doctor, hospital_id=diagnosis.hospital_id, role=Role.DOCTOR, is_active=True
-    ).exists()
-    if not is_doctor:
+    if not is_active_doctor(doctor, diagnosis.hospital_id):
         raise ValidationError("Only doctors of this hospital can confirm or correct an AI read.")
 
 

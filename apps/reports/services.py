@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts import audit
-from apps.accounts.models import Membership, Role
-from apps.studies.models import CareAssignment, Study
+from apps.studies.access import cares_for, is_active_doctor
+from apps.studies.models import Study
 from apps.studies.storage import delete_stored, store_encrypted
 
 from . import ai
@@ -47,10 +47,9 @@ class NotAllowed(PermissionDenied):
 
 def _require_doctor(doctor: Any, study_or_report: Study | Report) -> None:
     """Reports are written and signed by doctors of the hospital who care for the patient."""
-    hospital_id, patient_id = study_or_report.hospital_id, study_or_report.patient_id
-    if not Membership.objects.filter(user=doctor, hospital_id=hospital_id, role=Role.DOCTOR, is_active=True).exists():
+    if not is_active_doctor(doctor, study_or_report.hospital_id):
         raise NotAllowed("Only doctors of this hospital can write reports.")
-    if not CareAssignment.objects.filter(hospital_id=hospital_id, patient_id=patient_id, doctor=doctor).exists():
+    if not cares_for(doctor, study_or_report.patient):
         raise NotAllowed("Only a doctor caring for this patient can write their reports.")
 
 

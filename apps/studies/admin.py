@@ -13,9 +13,9 @@ from django.http import HttpRequest
 
 from apps.accounts import audit
 from apps.accounts.admin import HospitalScopedAdmin
-from apps.accounts.models import Membership, Role
 
 from . import services
+from .access import is_active_doctor
 from .models import CareAssignment, Patient, Study
 
 
@@ -68,10 +68,7 @@ class CareAssignmentForm(forms.ModelForm):
         data = super().clean()
         patient, doctor = data.get("patient"), data.get("doctor")
         if patient and doctor:
-            is_doctor = Membership.objects.filter(
-                user=doctor, hospital=patient.hospital_id, role=Role.DOCTOR, is_active=True
-            ).exists()
-            if not is_doctor:
+            if not is_active_doctor(doctor, patient.hospital_id):
                 self.add_error("doctor", "Only doctors of the patient's hospital can be assigned.")
         return data
 

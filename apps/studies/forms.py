@@ -11,8 +11,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.db.models import QuerySet
 
-from apps.accounts.models import Hospital, Membership, Role
+from apps.accounts.models import Hospital, Role
 
+from .access import active_doctor_ids
 from .models import Patient, Sex
 
 ACCEPT = ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"
@@ -132,6 +133,5 @@ class AssignmentForm(PlainLabelsMixin, forms.Form):
     def __init__(self, *args: Any, hospital: Hospital, patients: QuerySet[Patient], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["patient"].queryset = patients
-        doctor_ids = Membership.objects.filter(hospital=hospital, role=Role.DOCTOR, is_active=True).values("user_id")
-        self.fields["doctor"].queryset = get_user_model().objects.filter(pk__in=doctor_ids, is_active=True)
+        self.fields["doctor"].queryset = get_user_model().objects.filter(pk__in=active_doctor_ids(hospital))
         self.fields["doctor"].label_from_instance = lambda u: f"{u.display_name} ({u.email})"

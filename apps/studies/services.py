@@ -12,9 +12,10 @@ from django.dispatch import Signal
 from django.http import HttpRequest
 
 from apps.accounts import audit
-from apps.accounts.models import Hospital, Membership, Role
+from apps.accounts.models import Hospital
 from apps.accounts.tenancy import tenant_scope
 
+from .access import is_active_doctor
 from .models import CareAssignment, Patient, Study, StudyStatus
 from .permissions import grant_patient_access, revoke_patient_access
 from .storage import delete_stored, store_encrypted
@@ -41,7 +42,7 @@ def assign_doctor(
     patient: Patient, doctor: Any, *, actor: Any = None, request: HttpRequest | None = None
 ) -> CareAssignment:
     """Put ``patient`` on ``doctor``'s caseload and grant the object permissions."""
-    if not Membership.objects.filter(user=doctor, hospital=patient.hospital, role=Role.DOCTOR, is_active=True).exists():
+    if not is_active_doctor(doctor, patient.hospital):
         raise ValidationError("Only doctors of this hospital can be assigned to its patients.")
     with transaction.atomic():
         assignment, created = CareAssignment.objects.get_or_create(

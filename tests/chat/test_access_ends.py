@@ -3,7 +3,8 @@
 Against the real stack (imagemedix.asgi.application, channels-redis on the local Redis, a
 transactional database): logout, a password change, a deactivated membership and an ended care
 assignment close the user's open sockets at once, and nothing reaches them afterwards. Without
-any announcement, the next inbound frame or outbound push re-validates and closes too.
+any announcement, the next inbound frame or outbound push re-validates and closes too. And
+(finding 5) a doctor taken off the care team no longer hears about a study they uploaded.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from django_scopes import scopes_disabled
 from apps.accounts.models import Membership
 from apps.accounts.services import deactivate_member
 from apps.chat import notifications
-from apps.chat.models import Message
+from apps.chat.models import Message, Notification
+from apps.chat.receivers import study_recipients
 from apps.studies import services as study_services
+from apps.studies.models import StudyStatus
 
-from .conftest import db, make_conversation
+from .conftest import db, make_conversation, make_study_row
 from .test_consumers import chat_path, notif_path, run
 
 pytestmark = pytest.mark.integration
@@ -212,13 +215,57 @@ def test_every_push_rechecks_the_session_even_without_an_announcement(live, ws):
 
 
 def test_every_push_rechecks_the_membership(live, ws):
+    """Paul's membership is switched off behind the socket's back: Alice's next message is not
+    forwarded to him; his socket closes instead."""
     w = live
     conversation = make_conversation(w)
 
     async def scenario():
         alice = await ws.open(chat_path(w, conversation), w.alice)
-        await db(lambda: Membership.objects.filter(user=w.alice).update(is_active=False))()
-        await db(_send_as_paul)(conversation)
-        await expect_closed(alice, 4403)
+        paul = await ws.open(chat_path(w, conversation), w.paul)
+        await db(lambda: Membership.objects.filter(user=w.paul).update(is_active=False))()
+        await alice.send_json_to({"type": "message", "body": "Your results are in."})
+        assert (await alice.receive_json_from(timeout=5))["type"] == "message"
+        await expect_closed(paul, 4403)
+        await alice.disconnect()
 
     run(scenario)
+
+
+# --- finding 5: who hears about a study is decided at send time ---------------------------------
+
+
+def test_doctor_taken_off_the_care_team_no_longer_hears_about_their_upload(live, ws):
+    w = live
+    study = make_study_row(w.paul_record, w.alice)  # Alice uploaded it while caring for Paul
+    with scopes_disabled():
+        study_services.unassign_doctor(w.paul_record, w.alice, actor=w.carol)
+        study_services.assign_doctor(w.paul_record, w.bob, actor=w.carol)
+
+    async def scenario():
+        alice = await ws.open(notif_path(w), w.alice)
+        bob = await ws.open(notif_path(w), w.bob)
+        await db(study_services.set_study_status)(study.pk, w.a.pk, StudyStatus.DONE, "Chest X-ray: pneumonia.")
+        status = await bob.receive_json_from(timeout=5)
+        assert (status["type"], status["study_id"]) == ("study.status", study.pk)
+        pushed = await bob.receive_json_from(timeout=5)
+        assert "Paul Potter (A-0001)" in pushed["notification"]["title"]
+        assert await alice.receive_nothing(timeout=0.5)
+        for comm in (alice, bob):
+            await comm.disconnect()
+
+    run(scenario)
+    with scopes_disabled():
+        assert list(Notification.objects.values_list("user__email", flat=True)) == ["bob@st-mary.example"]
+
+
+def test_recipients_are_the_care_team_now_and_an_uploader_who_may_still_see_the_study(world):
+    w = world
+    by_alice = make_study_row(w.paul_record, w.alice)
+    by_carol = make_study_row(w.paul_record, w.carol)  # the hospital admin sees every study
+    with scopes_disabled():
+        assert study_recipients(by_alice) == [w.alice.pk]
+        assert study_recipients(by_carol) == sorted([w.alice.pk, w.carol.pk])
+        Membership.objects.filter(user=w.alice).update(is_active=False)  # Alice left the hospital
+        assert study_recipients(by_alice) == []
+        assert study_recipients(by_carol) == [w.carol.pk]
