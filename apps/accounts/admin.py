@@ -245,6 +245,10 @@ class HospitalAdmin(HospitalScopedAdmin):
         # The slug is in every URL and the flag switches the tenant off: platform admins only.
         return () if self.is_platform_admin(request) else ("slug", "is_active")
 
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, tuple[str, ...]]:
+        # A read-only field has no form field to fill in (prepopulating it was a KeyError, a 500).
+        return dict(self.prepopulated_fields) if self.is_platform_admin(request) else {}
+
 
 @admin.register(Membership)
 class MembershipAdmin(HospitalScopedAdmin):

@@ -146,3 +146,31 @@ def test_hospital_admin_pages_never_name_the_other_hospital(client, carol_staff,
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     html = client.get(url).content.decode()
     assert "Riverside" not in html and "Bea" not in html and "dora@" not in html
+
+
+def test_hospital_admin_can_open_and_save_their_hospital(client, carol_staff):
+    """Issue 8, finding 7: the change page used to answer 500 (KeyError 'slug'), because the slug
+    is read-only for hospital admins but was still prepopulated from the name."""
+    w = carol_staff
+    url = reverse("admin:accounts_hospital_change", args=[w.a.pk])
+    page = client.get(url)
+    assert page.status_code == 200
+    assert b'name="slug"' not in page.content  # shown, not editable
+    response = client.post(url, {"name": "St Mary's Hospital (North)", "address": "1 High Street"})
+    assert response.status_code == 302, response.content[:2000]
+    w.a.refresh_from_db()
+    assert (w.a.name, w.a.address, w.a.slug, w.a.is_active) == (
+        "St Mary's Hospital (North)",
+        "1 High Street",
+        "st-mary",
+        True,
+    )
+
+
+def test_platform_admin_still_gets_the_slug_prepopulated(client, world):
+    root = User.objects.create_superuser(email="root@imagemedix.example", password="x")
+    client.force_login(root, backend=BACKEND)
+    page = client.get(reverse("admin:accounts_hospital_change", args=[world.a.pk]))
+    assert page.status_code == 200
+    assert b'name="slug"' in page.content
+    assert b"prepopulated" in page.content
