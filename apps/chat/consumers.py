@@ -2,7 +2,7 @@
 
 The tenant is resolved once, in ``connect()``, from the session user (AuthMiddlewareStack) and
 the hospital slug in the path, exactly like TenantMiddleware does for pages; the Origin header
-is checked before that (imagemedix/asgi.py).
+is checked before that (``SameOriginValidator``, imagemedix/websocket_origin.py).
 
 A socket lives only as long as the access it was opened with. Every inbound frame, and every
 push before it goes out, re-validates: the session is still logged in with the same session

@@ -74,7 +74,7 @@ class Sockets:
             self.cookies[user.pk] = session_cookie(user)
 
     def communicator(self, path: str, user: Any = None, origin: str | None = ORIGIN) -> WebsocketCommunicator:
-        headers = []
+        headers = [(b"host", b"testserver")]  # as a browser always sends it
         if origin is not None:
             headers.append((b"origin", origin.encode()))
         if user is not None:
