@@ -15,8 +15,8 @@ WEIGHTS = Path(os.environ.get("MODEL_WEIGHTS_DIR", ROOT / "apps" / "diagnosis" /
 REPORT = ROOT / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
-Produced by `python benchmarks/accuracy.py`, `python benchmarks/latency.py` and
-`python benchmarks/preprocessing.py` (each rewrites its own section). Accuracy uses the official `test/` splits of `../shared/datasets`, which were never used to
+Produced by `python benchmarks/accuracy.py`, `python benchmarks/router_loko.py --train`,
+`python benchmarks/latency.py` and `python benchmarks/preprocessing.py` (each rewrites its own section). Accuracy uses the official `test/` splits of `../shared/datasets`, which were never used to
 train, tune thresholds or pick checkpoints. Latency figures are medians measured side by side in one
 run on the machine named in the section; these machines are noisy, so compare ratios, not absolutes.
 """
