@@ -24,8 +24,10 @@ def training(monkeypatch, settings, tmp_path, db):
     settings.MODEL_WEIGHTS_DIR = tmp_path / "weights"
     ModelVersion.objects.all().delete()  # the shipped versions registered at migrate
     calls: dict[str, list] = {"train": [], "evaluate": []}
+    real = importlib.import_module("apps.diagnosis.pipeline.training")
 
     def train(task, data_dir, out_dir, **config):
+        real.check_options(task, config)  # the fake accepts exactly what the real trainer accepts
         calls["train"].append((task, Path(data_dir), Path(out_dir), config))
         return write_fake_artifact(Path(out_dir).parent, task, config.get("version", "t1"))
 
@@ -46,17 +48,25 @@ def test_train_model_passes_options_and_registers_inactive(training, tmp_path, c
     fake_version("chest", "v0", is_active=True)
     call_command(
         "train_model", "chest", "--data", str(data), "--epochs", "2", "--img-size", "160", "--model-version", "t7",
-        "--set", "clahe=true", "--set", "augment=light",
+        "--set", "label_smoothing=0.1", "--set", "val_grouping=none",
     )  # fmt: skip
     task, data_dir, out_dir, config = training.calls["train"][0]
     assert (task, data_dir) == ("chest", data)
     assert out_dir == Path(tmp_path / "weights" / "chest")
     assert config["epochs"] == 2 and config["img_size"] == 160 and config["version"] == "t7"
-    assert config["clahe"] is True and config["augment"] == "light" and config["threads"] >= 1
+    assert config["label_smoothing"] == 0.1 and config["val_grouping"] == "none" and config["threads"] >= 1
     mv = ModelVersion.objects.get(task="chest", version="t7")
     assert not mv.is_active and mv.artifact_path == "chest/t7"
     assert ModelVersion.objects.get(task="chest", is_active=True).version == "v0"
     assert "accuracy=0.9500" in capsys.readouterr().out
+
+
+def test_train_model_refuses_an_option_the_trainer_does_not_know(training, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(CommandError, match="unknown training option.*augment"):
+        call_command("train_model", "chest", "--data", str(data), "--set", "augment=light")
+    assert training.calls["train"] == []
 
 
 def test_train_model_activate(training, tmp_path):

@@ -289,6 +289,36 @@ def router_threshold(probs: np.ndarray, ys: np.ndarray, max_refused: float = 0.0
 
 
 # -- training --------------------------------------------------------------------------------
+#: Options every task accepts, beside its own ``DEFAULTS``.
+COMMON_OPTIONS = frozenset(
+    {
+        "seed",
+        "threads",
+        "val_fraction",
+        "patience",
+        "bf16",
+        "preprocessing",
+        "label_smoothing",
+        "appearance",
+        "ood_false_refusal",
+        "from_artifact",
+        "val_grouping",
+        "pretrained",
+        "version",
+        "log",
+    }
+)
+
+
+def check_options(task: str, config: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming every option ``train(task, ...)`` does not know."""
+    if task not in TASK_LABELS:
+        raise ValueError(f"task must be one of {sorted(TASK_LABELS)}")
+    unknown = set(config) - COMMON_OPTIONS - set(DEFAULTS[task])
+    if unknown:
+        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+
+
 def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -> Path:
     """Train ``task`` on ``data_dir`` and write a versioned artifact under ``out_dir``. Returns its folder."""
     if task not in TASK_LABELS:
@@ -307,25 +337,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "pretrained": str(DEFAULT_PRETRAINED) if DEFAULT_PRETRAINED.exists() else None,
         **config,
     }
-    unknown = set(cfg) - {
-        *DEFAULTS[task],
-        "seed",
-        "threads",
-        "val_fraction",
-        "patience",
-        "bf16",
-        "preprocessing",
-        "label_smoothing",
-        "appearance",
-        "ood_false_refusal",
-        "from_artifact",
-        "val_grouping",
-        "pretrained",
-        "version",
-        "log",
-    }
-    if unknown:
-        raise TypeError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    check_options(task, cfg)
     torch.set_num_threads(int(cfg["threads"]))
     log = cfg.get("log") or print
     data_dir, size, labels = Path(data_dir), int(cfg["img_size"]), TASK_LABELS[task]
