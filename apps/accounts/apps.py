@@ -7,8 +7,10 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and hospitals"
 
     def ready(self) -> None:
-        from django.contrib.auth.signals import user_logged_out
+        from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
-        from .signals import on_user_logged_out
+        from .signals import on_user_logged_in, on_user_logged_out, on_user_login_failed
 
+        user_logged_in.connect(on_user_logged_in, dispatch_uid="accounts.user_logged_in")
         user_logged_out.connect(on_user_logged_out, dispatch_uid="accounts.user_logged_out")
+        user_login_failed.connect(on_user_login_failed, dispatch_uid="accounts.user_login_failed")

@@ -69,15 +69,21 @@ class User(AbstractUser):
         """Save; when the password changed or the account was switched off, tell the realtime side
         on commit, so the user's open WebSockets re-validate (and those of other sessions close).
         Compared with the stored row, so every path counts: the password pages, a reset, the
-        admin, ``changepassword``."""
+        admin, ``changepassword``. A new password set with ``set_password`` is also audited
+        (``auth.password_change``); the re-hash of the same password on login is not."""
         update_fields = kwargs.get("update_fields")
-        access_may_end = False
+        access_may_end = password_changed = False
         if not self._state.adding and (update_fields is None or {"password", "is_active"} & set(update_fields)):
             stored = type(self).objects.filter(pk=self.pk).values("password", "is_active").first()
-            access_may_end = stored is not None and (
-                stored["password"] != self.password or (stored["is_active"] and not self.is_active)
-            )
+            hash_changed = stored is not None and stored["password"] != self.password
+            access_may_end = hash_changed or (stored is not None and stored["is_active"] and not self.is_active)
+            # ``set_password`` keeps the raw password until the save; the login re-hash clears it.
+            password_changed = hash_changed and self._password is not None
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+        if password_changed:
+            from . import audit  # audit imports this module
+
+            audit.record_password_change(self)
         if access_may_end:
             announce_access_change(self.pk, "credentials")
 

@@ -30,5 +30,26 @@ def on_user_logged_out(sender: object, request: HttpRequest | None, user: Any, *
     """
     if user is None or request is None:
         return
+    from . import audit  # audit imports the models, which import this module
+
+    audit.record("auth.logout", hospital=None, actor=user, request=request)
     request.session.delete()
     announce_access_change(user.pk, "logout")
+
+
+def on_user_logged_in(sender: object, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    """Audit a successful login (platform-level: no hospital is chosen yet)."""
+    from . import audit
+
+    audit.record("auth.login", hospital=None, actor=user, request=request)
+
+
+def on_user_login_failed(
+    sender: object, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
+) -> None:
+    """Audit a failed login with the e-mail address tried and the client address, never the
+    password (only the username field is read from ``credentials``)."""
+    from . import audit
+
+    email = str(credentials.get("username") or credentials.get("email") or "")[:254]
+    audit.record("auth.login_failed", hospital=None, request=request, email=email)
