@@ -433,3 +433,12 @@ def test_navigation_fits_the_role(client, world):
     client.force_login(world.alice)
     html = client.get(url("caseload", world)).content.decode()
     assert url("upload", world) in html and url("members", world) not in html
+
+
+def test_every_page_names_a_favicon_that_exists(client):
+    """Browsers ask for /favicon.ico on every page unless the page names an icon: a 404 per page."""
+    from django.contrib.staticfiles import finders
+
+    page = client.get("/accounts/login/").content.decode()
+    assert 'rel="icon"' in page and "img/favicon.svg" in page
+    assert finders.find("img/favicon.svg")
