@@ -26,8 +26,7 @@ from apps.chat.access import inbox
 from apps.chat.models import Notification
 from apps.diagnosis import services as diagnosis_services
 from apps.diagnosis.models import Diagnosis
-from apps.studies.access import get_caseload_patient, get_study
-from apps.studies.models import CareAssignment
+from apps.studies.access import cares_for, get_caseload_patient, get_study
 from apps.studies.storage import TamperedFileError, read_encrypted
 
 from . import access, ai, services
@@ -80,8 +79,7 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
         "report": report,
         "versions": list(access.reports_of_study(study)),
         "feedback": feedback,
-        "can_write": tenant.is_doctor
-        and CareAssignment.objects.filter(patient=study.patient, doctor=request.user).exists(),
+        "can_write": tenant.is_doctor and cares_for(request.user, study.patient),
         "image_url": reverse("studies:study_image", args=[tenant.hospital.slug, study.pk]),
         "overlay_url": _optional_url("diagnosis:overlay", tenant.hospital.slug, study.pk)
         if result and result.has_overlay
