@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -141,3 +142,15 @@ def db(fn: Any) -> Any:
             return fn(*args, **kwargs)
 
     return database_sync_to_async(run)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run one async scenario in a fresh event loop, then close the Redis pools of that loop."""
+
+    async def wrapper() -> None:
+        try:
+            await scenario()
+        finally:
+            await get_channel_layer().close_pools()
+
+    async_to_sync(wrapper)()

@@ -24,8 +24,8 @@ from apps.chat.receivers import study_recipients
 from apps.studies import services as study_services
 from apps.studies.models import StudyStatus
 
-from .conftest import db, make_conversation, make_study_row
-from .test_consumers import chat_path, notif_path, run
+from .conftest import db, make_conversation, make_study_row, run
+from .test_consumers import chat_path, notif_path
 
 pytestmark = pytest.mark.integration
 

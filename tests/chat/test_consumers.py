@@ -3,11 +3,7 @@ auth, routing), channels-redis on the local Redis, and a transactional database.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django_scopes import scopes_disabled
 
 from apps.chat import notifications
@@ -15,21 +11,9 @@ from apps.chat.models import Message, Notification, NotificationKind
 from apps.studies import services as study_services
 from apps.studies.models import CareAssignment, StudyStatus
 
-from .conftest import db, make_conversation, make_study_row
+from .conftest import db, make_conversation, make_study_row, run
 
 pytestmark = pytest.mark.integration
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run one async scenario in a fresh event loop, then close the Redis pools of that loop."""
-
-    async def wrapper() -> None:
-        try:
-            await scenario()
-        finally:
-            await get_channel_layer().close_pools()
-
-    async_to_sync(wrapper)()
 
 
 def notif_path(w, hospital=None) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 
@@ -15,21 +14,11 @@ from apps.studies.models import StudyStatus
 from tests.celery_worker import dedicated_broker
 from tests.factories import make_study
 
-from .conftest import db, make_study_row
+from .conftest import db, make_study_row, run
 
 pytestmark = pytest.mark.integration
 
 IDLE_S = 30
-
-
-def run(scenario):
-    async def wrapper() -> None:
-        try:
-            await scenario()
-        finally:
-            await get_channel_layer().close_pools()
-
-    async_to_sync(wrapper)()
 
 
 def test_layer_reads_wait_longer_than_its_blocking_pop(live, settings):

@@ -190,8 +190,8 @@ def test_patient_page_lists_an_unsure_study_as_unsure(world, client, fake_pipeli
 # --- status.json and the REST API -----------------------------------------------------------
 
 
-def test_status_json_and_api_of_an_unsure_read(world, client, fake_pipeline, django_capture_on_commit_callbacks):
-    study, _ = _read(world, fake_pipeline, INDETERMINATE, django_capture_on_commit_callbacks)
+def _status_and_api(world, client, study):
+    """Alice's view of ``study``: status.json, an API client logged in as her, and the API detail."""
     client.force_login(world.alice)
     payload = json.loads(
         client.get(reverse("diagnosis:study_status", kwargs={"hospital_slug": "st-mary", "study_pk": study.pk})).content
@@ -199,6 +199,12 @@ def test_status_json_and_api_of_an_unsure_read(world, client, fake_pipeline, dja
     api = APIClient()
     api.force_login(world.alice, backend="django.contrib.auth.backends.ModelBackend")
     detail = api.get(reverse("api:study-detail", kwargs={"hospital_slug": "st-mary", "pk": study.pk})).json()
+    return payload, api, detail
+
+
+def test_status_json_and_api_of_an_unsure_read(world, client, fake_pipeline, django_capture_on_commit_callbacks):
+    study, _ = _read(world, fake_pipeline, INDETERMINATE, django_capture_on_commit_callbacks)
+    payload, api, detail = _status_and_api(world, client, study)
     listed = api.get(reverse("api:study-list", kwargs={"hospital_slug": "st-mary"})).json()["results"][0]
 
     assert payload["status"] == detail["status"] == "unsure"
@@ -217,13 +223,7 @@ def test_status_json_and_api_of_an_unsure_read(world, client, fake_pipeline, dja
 
 def test_status_json_and_api_of_a_refused_read(world, client, fake_pipeline, django_capture_on_commit_callbacks):
     study, _ = _read(world, fake_pipeline, CT_REFUSAL, django_capture_on_commit_callbacks)
-    client.force_login(world.alice)
-    payload = json.loads(
-        client.get(reverse("diagnosis:study_status", kwargs={"hospital_slug": "st-mary", "study_pk": study.pk})).content
-    )
-    api = APIClient()
-    api.force_login(world.alice, backend="django.contrib.auth.backends.ModelBackend")
-    detail = api.get(reverse("api:study-detail", kwargs={"hospital_slug": "st-mary", "pk": study.pk})).json()
+    payload, api, detail = _status_and_api(world, client, study)
     filtered = api.get(reverse("api:study-list", kwargs={"hospital_slug": "st-mary"}), {"status": "refused"}).json()
 
     assert payload["status"] == detail["status"] == "refused"

@@ -25,7 +25,7 @@ and the file's SHA-256.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,10 @@ class MahalanobisCheck:
     means: torch.Tensor  # (C, K)
     whitening: torch.Tensor  # (K, K): cov^-1/2 of the tied, shrunk covariance
     threshold: float
+    _whitened_means: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._whitened_means = self.means @ self.whitening  # once, not on every read
 
     @classmethod
     def fit(cls, embeddings: torch.Tensor, labels: np.ndarray, shrinkage: float = 0.05) -> MahalanobisCheck:
@@ -92,7 +96,7 @@ class MahalanobisCheck:
     def scores(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(N,) squared distance to the nearest class mean, per dimension (≈ 1 for training data)."""
         z = embeddings.float() @ self.whitening  # whitening is symmetric
-        mz = self.means @ self.whitening
+        mz = self._whitened_means
         d2 = (z.pow(2).sum(1, keepdim=True) - 2 * z @ mz.T + mz.pow(2).sum(1)[None]).clamp_min(0)
         return d2.min(1).values / z.shape[1]
 

@@ -589,11 +589,16 @@ def fit_feature_check(model: torch.nn.Module, xtr: np.ndarray, ytr: np.ndarray, 
     return ood.MahalanobisCheck.fit(torch.cat([clean, augmented]), np.concatenate([ytr, ytr]))
 
 
+def top_two_margin(probs: np.ndarray) -> np.ndarray:
+    """(N,) how far each row's top probability leads its second (what ``min_margin`` is compared to)."""
+    top2 = np.sort(probs, 1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 def selective_margin(probs: np.ndarray, ys: np.ndarray, target_accuracy: float) -> float:
     """The smallest margin (top probability minus the second) at which the reads the model commits
     to reach ``target_accuracy`` on validation; below it a read is "indeterminate"."""
-    top2 = np.sort(probs, 1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
+    margin = top_two_margin(probs)
     correct = probs.argmax(1) == ys
     for m in np.unique(np.concatenate([[0.0], margin])):
         kept = margin >= m
@@ -604,8 +609,7 @@ def selective_margin(probs: np.ndarray, ys: np.ndarray, target_accuracy: float) 
 
 def risk_coverage(probs: np.ndarray, ys: np.ndarray, margins: list[float]) -> list[dict[str, float]]:
     """Coverage (share of reads committed to) and their accuracy, per margin threshold."""
-    top2 = np.sort(probs, 1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
+    margin = top_two_margin(probs)
     correct = probs.argmax(1) == ys
     rows = []
     for m in margins:
