@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -59,7 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: hashed, expiring (model accounts.ApiToken)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "guardian",
@@ -302,9 +303,18 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ImageMedix <no-reply@imagemedix.local>")
 
 # --- REST framework -----------------------------------------------------------------------
+# API tokens (django-rest-knox): stored as SHA-512 digests, each expires API_TOKEN_TTL_HOURS after it
+# was created, optionally bound to one hospital (our model accounts.ApiToken replaces knox's own).
+API_TOKEN_TTL_HOURS = env.float("API_TOKEN_TTL_HOURS", default=8)
+if API_TOKEN_TTL_HOURS <= 0:
+    raise ImproperlyConfigured("API_TOKEN_TTL_HOURS must be a positive number of hours.")
+KNOX_TOKEN_MODEL = "accounts.ApiToken"  # noqa: S105 - a model name, not a secret
+REST_KNOX = {"TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS), "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
+# knox's migrations would create the table of its own (swapped-out) token model: skip them.
+MIGRATION_MODULES = {"knox": None}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -315,7 +325,12 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ImageMedix API",
-    "DESCRIPTION": "Patients, studies and AI second reads, scoped to one hospital per URL.",
+    "DESCRIPTION": (
+        "Patients, studies and AI second reads, scoped to one hospital per URL. Authenticate with an API "
+        "token (`Authorization: Token <token>`) created on the API tokens page (/accounts/tokens/) or with "
+        "`manage.py create_api_token`. Tokens expire (8 hours by default), may be bound to one hospital "
+        "(other hospitals answer 403) and are revoked with POST /api/v1/auth/logout/ or /logoutall/."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("apps.accounts.urls")),
     path("h/<slug:hospital_slug>/", include(tenant_pages)),
+    path("api/v1/auth/", include("apps.accounts.api_urls")),
     path("api/v1/h/<slug:hospital_slug>/", include("apps.studies.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

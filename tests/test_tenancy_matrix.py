@@ -183,6 +183,12 @@ NON_SLUG: dict[str, tuple[str, dict[str, str], int, int]] = {
     "accounts:password_reset_done": ("GET", {}, 200, 200),
     "accounts:password_reset_confirm": ("GET", {"uidb64": "MQ", "token": "bad-token"}, 200, 200),
     "accounts:password_reset_complete": ("GET", {}, 200, 200),
+    "accounts:api_tokens": ("GET", {}, 302, 200),
+    "accounts:api_token_revoke": ("POST", {}, 302, 404),  # no such token of hers
+    "accounts:api_tokens_revoke_all": ("POST", {}, 302, 302),
+    # Token-only endpoints: a browser session is no token.
+    "api-auth:logout": ("POST", {}, 401, 401),
+    "api-auth:logoutall": ("POST", {}, 401, 401),
     # The OpenAPI description holds no patient data; it is public like any API documentation.
     "api-schema": ("GET", {}, 200, 200),
     "api-docs": ("GET", {}, 200, 200),

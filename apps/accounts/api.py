@@ -1,16 +1,26 @@
-"""REST API plumbing shared by every app: tenant resolution after DRF authentication, and an
-exception handler that turns validation problems into a JSON 400 rather than a 500."""
+"""REST API plumbing shared by every app: tenant resolution after DRF authentication, the token
+logout endpoints, and an exception handler that turns validation problems into a JSON 400 rather
+than a 500."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from knox.auth import TokenAuthentication
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import tokens
+from .models import ApiToken
 from .tenancy import resolve_tenant, tenant_scope
+
+BOUND_TO_OTHER_HOSPITAL = "This API token is bound to another hospital. Create a token for this hospital."
 
 
 class TenantAPIMixin:
@@ -18,7 +28,8 @@ class TenantAPIMixin:
 
     DRF authenticates (session or token) inside ``initial()``, so the tenant is resolved there,
     after authentication and before permissions, and the hospital scope stays active until the
-    response is finalised. Non-members get 404, like a hospital that does not exist.
+    response is finalised. Non-members get 404, like a hospital that does not exist; a token bound
+    to another hospital gets 403.
     """
 
     tenant: Any = None
@@ -28,6 +39,9 @@ class TenantAPIMixin:
         self.perform_authentication(request)  # type: ignore[attr-defined]
         if request.user and request.user.is_authenticated:
             self.tenant = resolve_tenant(request.user, kwargs["hospital_slug"])
+            token = request.auth
+            if isinstance(token, ApiToken) and token.hospital_id not in (None, self.tenant.hospital.pk):
+                raise PermissionDenied(BOUND_TO_OTHER_HOSPITAL)
             request.tenant = self.tenant  # type: ignore[attr-defined]
             self._scope_cm = tenant_scope(self.tenant.hospital)
             self._scope_cm.__enter__()
@@ -40,6 +54,42 @@ class TenantAPIMixin:
             if self._scope_cm is not None:
                 self._scope_cm.__exit__(None, None, None)
                 self._scope_cm = None
+
+
+class TokenLogout(APIView):
+    """Revoke the token this request was made with."""
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Revoke this token",
+        tags=["Authentication"],
+        description="The token in the Authorization header stops working at once.",
+        request=None,
+        responses={204: OpenApiResponse(description="Revoked."), 401: OpenApiResponse(description="No valid token.")},
+    )
+    def post(self, request: Request) -> Response:
+        tokens.revoke(request.auth, actor=request.user, request=request)
+        return Response(status=204)
+
+
+class TokenLogoutAll(APIView):
+    """Revoke every token of the user (the API's "log out everywhere")."""
+
+    authentication_classes = [TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Revoke all your tokens",
+        tags=["Authentication"],
+        description="Every API token of your account, this one included, stops working at once.",
+        request=None,
+        responses={204: OpenApiResponse(description="Revoked."), 401: OpenApiResponse(description="No valid token.")},
+    )
+    def post(self, request: Request) -> Response:
+        tokens.revoke_all(request.user, reason="user_request", actor=request.user, request=request)
+        return Response(status=204)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

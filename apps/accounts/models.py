@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 from django_scopes import ScopedManager
+from knox.models import AbstractAuthToken
 
 from .signals import announce_access_change
 
@@ -70,20 +71,29 @@ class User(AbstractUser):
         on commit, so the user's open WebSockets re-validate (and those of other sessions close).
         Compared with the stored row, so every path counts: the password pages, a reset, the
         admin, ``changepassword``. A new password set with ``set_password`` is also audited
-        (``auth.password_change``); the re-hash of the same password on login is not."""
+        (``auth.password_change``); the re-hash of the same password on login is not.
+
+        A new password (or none: an unusable one) and switching the account off also revoke
+        every API token of the account."""
         update_fields = kwargs.get("update_fields")
-        access_may_end = password_changed = False
+        access_may_end = password_changed = credentials_gone = False
         if not self._state.adding and (update_fields is None or {"password", "is_active"} & set(update_fields)):
             stored = type(self).objects.filter(pk=self.pk).values("password", "is_active").first()
             hash_changed = stored is not None and stored["password"] != self.password
-            access_may_end = hash_changed or (stored is not None and stored["is_active"] and not self.is_active)
+            deactivated = stored is not None and stored["is_active"] and not self.is_active
+            access_may_end = hash_changed or deactivated
             # ``set_password`` keeps the raw password until the save; the login re-hash clears it.
             password_changed = hash_changed and self._password is not None
+            credentials_gone = password_changed or deactivated or (hash_changed and not self.has_usable_password())
         super().save(*args, **kwargs)  # type: ignore[arg-type]
         if password_changed:
             from . import audit  # audit imports this module
 
             audit.record_password_change(self)
+        if credentials_gone:
+            from . import tokens  # tokens imports this module
+
+            tokens.revoke_all(self, reason="password_change" if password_changed else "account_off")
         if access_may_end:
             announce_access_change(self.pk, "credentials")
 
@@ -128,6 +138,34 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} — {self.get_role_display()} at {self.hospital}"
+
+
+class ApiToken(AbstractAuthToken):
+    """A REST API token (django-rest-knox): only its SHA-512 digest and its first characters are
+    stored, it expires (``API_TOKEN_TTL_HOURS``), and it may be bound to one hospital, whose API
+    is then the only one it opens.
+
+    Revoked (deleted) by the user ("Revoke all" on the API tokens page, ``POST
+    /api/v1/auth/logout/`` and ``/logoutall/``), and with every token of the account when its
+    password changes or it is switched off (``User.save``).
+    """
+
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    hospital = models.ForeignKey(
+        Hospital,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_tokens",
+        help_text="The only hospital whose API this token opens; empty: every hospital of the user.",
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.token_key}… ({self.user})"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -1,4 +1,4 @@
-"""Login, logout, password management, the hospital picker and the About page."""
+"""Login, logout, password management, API tokens, the hospital picker and the About page."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -11,6 +11,9 @@ urlpatterns = [
     path("about/", views.about, name="about"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/", views.api_tokens, name="api_tokens"),
+    path("accounts/tokens/revoke/", views.api_token_revoke, name="api_token_revoke"),
+    path("accounts/tokens/revoke-all/", views.api_tokens_revoke_all, name="api_tokens_revoke_all"),
     path(
         "accounts/password/change/",
         views.PasswordChangeView.as_view(),

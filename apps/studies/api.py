@@ -6,8 +6,9 @@ hospital admins; a patient user gets 403), and objects come from ``apps.studies.
 so what the user may not see answers 404 like what does not exist. Reads of patient data and
 downloads write audit events; uploads go through ``validation`` and ``services.submit_study``.
 
-Authentication: the browser session, or a token in ``Authorization: Token <key>``; create one
-with ``manage.py drf_create_token <email>``.
+Authentication: the browser session, or an API token in ``Authorization: Token <token>``
+(``apps.accounts.tokens``: hashed, expiring, optionally bound to one hospital); create one on the
+API tokens page or with ``manage.py create_api_token <email>``.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.urls import reverse
 from django_scopes import scopes_disabled
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from apps.accounts import tokens
 from apps.accounts.models import AuditEvent, Membership
 from apps.studies.models import Patient, StudyStatus
 from tests.factories import PatientFactory, jpeg_bytes, make_study, png_bytes
@@ -27,7 +27,7 @@ def url(world, name, hospital=None, **kwargs):
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {tokens.create(user)[1]}")
     return client
 
 
@@ -67,9 +67,10 @@ def test_unknown_hospital_and_non_member_look_the_same(world):
 
 
 def test_deactivated_membership_loses_access(world):
+    client = token_client(world.alice)
     with scopes_disabled():
         Membership.objects.filter(user=world.alice, hospital=world.a).update(is_active=False)
-    assert token_client(world.alice).get(url(world, "patient-list")).status_code == 404
+    assert client.get(url(world, "patient-list")).status_code == 404
 
 
 def test_inactive_user_token_is_refused(world):
@@ -166,7 +167,9 @@ def test_patient_create_validates_fields(world):
 
 
 def test_patient_role_is_refused_everywhere(world):
-    client = token_client(world.paul)
+    """Patients get no token (tokens.create refuses); their browser session is refused too."""
+    client = APIClient()
+    client.force_login(world.paul, backend=BACKEND)
     study = make_study(world.paul_record, world.alice)
     for name, kwargs in [
         ("patient-list", {}),
@@ -267,7 +270,7 @@ def test_schema_validates_without_warnings(tmp_path):
     text = target.read_text()
     for path in ["patients/", "patients/{id}/", "patients/{id}/studies/", "studies/", "studies/{id}/image/"]:
         assert f"/api/v1/h/{{hospital_slug}}/{path}:" in text, path
-    assert "multipart/form-data" in text and "tokenAuth" in text
+    assert "multipart/form-data" in text and "knoxApiToken" in text
 
 
 def test_schema_and_docs_are_served(client, db):
@@ -309,10 +312,9 @@ def test_no_endpoint_changes_or_deletes_records(world, method):
         assert getattr(client, method)(url(world, name, **kwargs)).status_code == 405, (method, name)
 
 
-def test_drf_create_token_command_gives_a_working_token(world, capsys):
-    call_command("drf_create_token", world.alice.email)
-    key = Token.objects.get(user=world.alice).key
-    assert key in capsys.readouterr().out
+def test_create_api_token_command_prints_a_working_token(world, capsys):
+    call_command("create_api_token", world.alice.email)
+    key = capsys.readouterr().out.strip()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get(url(world, "study-list")).status_code == 200
