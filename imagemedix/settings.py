@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -271,6 +272,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
+# Periodic tasks, sent by one `celery -A imagemedix beat` process (README, Deployment).
+CELERY_BEAT_SCHEDULE = {
+    # The learning loop (docs/LEARNING_LOOP.md): per-version figures from the doctors' feedback.
+    "diagnosis-summarize-performance": {
+        "task": "diagnosis.summarize_performance",
+        "schedule": crontab(minute=7),
+    },
+}
 
 # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking pop (BZPOPMIN): an idle
 # WebSocket's receive loop then dies with "Timeout reading from redis" and daphne closes it (1011).

@@ -109,9 +109,11 @@ class Diagnosis(models.Model):
     """The AI second read of one study by one set of model versions.
 
     Stage 1 (router) always ran; if the image was refused (``refused``, ``refusal_code``) there
-    is no specialist result. An ``indeterminate`` read names its ``candidates`` instead of a
-    label: ``label_display`` says "Indeterminate: …" and ``confidence`` is None. The Grad-CAM
-    overlay is stored encrypted like every file (apps/studies/storage.py).
+    is no specialist result (``specialist_version`` is then the specialist whose feature-space
+    check refused the image, for ``unlike_training``, else None). An ``indeterminate`` read
+    names its ``candidates`` instead of a label: ``label_display`` says "Indeterminate: …" and
+    ``confidence`` is None. The Grad-CAM overlay is stored encrypted like every file
+    (apps/studies/storage.py).
     ``versions_key`` names the model versions used ("<router pk>:<specialist pk or ->"); it is
     unique per study, so running the same read twice stores it once.
     """
@@ -134,6 +136,9 @@ class Diagnosis(models.Model):
     ood = models.JSONField(
         default=dict, blank=True, help_text="Out-of-distribution check of the specialist (score, threshold, …)."
     )
+    # Bits per grey value of the uploaded image (8 for ordinary PNG/JPEG, BitsStored for DICOM): one
+    # of the input-drift signals (apps/diagnosis/drift.py); None on reads stored before it was kept.
+    bit_depth = models.PositiveSmallIntegerField(null=True, blank=True)
     # The Grad-CAM overlay PNG, encrypted (sha256 of the plaintext).
     overlay_name = models.CharField(max_length=300, blank=True)
     overlay_sha256 = models.CharField(max_length=64, blank=True)
@@ -271,6 +276,68 @@ class Feedback(models.Model):
     def final_label(self) -> str:
         """The label the doctor stands behind."""
         return self.corrected_label if self.action == FeedbackAction.CORRECT else self.diagnosis.label
+
+
+class PerformanceArm(models.TextChoices):
+    LIVE = "live", "Live (shown to doctors)"
+    SHADOW = "shadow", "Shadow (never shown)"
+
+
+class VersionPerformance(models.Model):
+    """How one model version did in one hospital during one week (Monday to Sunday, UTC, by the
+    day the image was read), measured against the doctors' feedback.
+
+    A summary table, written only by the scheduled task ``diagnosis.summarize_performance``
+    (``apps/diagnosis/performance.py``) and read by the models dashboard: no page view ever
+    aggregates diagnoses. Every figure is a count or a histogram, so weeks add up to any longer
+    period; rates and their Wilson intervals are computed from the sums.
+
+    ``arm`` is ``live`` for reads doctors saw and ``shadow`` for a shadow version's results on
+    the same studies (``ShadowResult``). Router rows count reads, refusals and latency only.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="version_performance")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="performance")
+    arm = models.CharField(max_length=10, choices=PerformanceArm.choices, default=PerformanceArm.LIVE)
+    week = models.DateField(help_text="Monday of the week (UTC).")
+    reads = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    indeterminate = models.PositiveIntegerField(default=0)
+    reviewed = models.PositiveIntegerField(default=0, help_text="Reads a doctor confirmed or corrected.")
+    reviewed_determinate = models.PositiveIntegerField(
+        default=0, help_text="Reviewed reads that named a label (the denominator of agreement)."
+    )
+    agreed = models.PositiveIntegerField(default=0, help_text="Reviewed reads whose label the doctor kept.")
+    confusion = models.JSONField(
+        default=dict, blank=True, help_text='{AI label (or "indeterminate"): {doctor label: count}}.'
+    )
+    calibration = models.JSONField(
+        default=list, blank=True, help_text="Per confidence bin: [reads, sum of confidence, reads the doctor kept]."
+    )
+    latency_histogram = models.JSONField(
+        default=list, blank=True, help_text="Reads per latency bin (edges in performance.LATENCY_EDGES_MS)."
+    )
+    paired = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Shadow rows, on studies a doctor labelled: who matched the doctor "
+        "(both, shadow_only, live_only, neither).",
+    )
+    computed_at = models.DateTimeField()
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["hospital", "model_version", "arm", "week"]
+        verbose_name_plural = "version performance"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hospital", "model_version", "arm", "week"], name="one_performance_row_per_week"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} at {self.hospital} ({self.arm}), week of {self.week}"
 
 
 #: How people read the model cards' machine labels, where the plain rewrite is not enough.

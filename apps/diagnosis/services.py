@@ -35,6 +35,7 @@ from apps.studies.storage import TamperedFileError, delete_stored, read_encrypte
 
 from . import engine, registry
 from .models import (
+    SPECIALIST_FOR_ROUTE,
     Diagnosis,
     Feedback,
     FeedbackAction,
@@ -312,7 +313,6 @@ def _store_result(
 ) -> Diagnosis:
     task = result.task or ""
     refused = result.refused or not task
-    specialist_mv = None if refused else specialists.get(task)
     route = result.route or Modality.UNSUPPORTED
     if route not in Modality.values:
         route = Modality.UNSUPPORTED
@@ -320,6 +320,14 @@ def _store_result(
     if refusal_code and refusal_code not in RefusalCode.values:
         log.warning("Study %s: unknown refusal code %r from the pipeline, stored without it", study.pk, refusal_code)
         refusal_code = ""
+    if not refused:
+        specialist_mv = specialists.get(task)
+    elif refusal_code == RefusalCode.UNLIKE_TRAINING:
+        # The specialist ran and its feature-space check refused the image: the refusal is that
+        # version's (its performance and drift figures count it).
+        specialist_mv = specialists.get(SPECIALIST_FOR_ROUTE.get(route, ""))
+    else:
+        specialist_mv = None
     indeterminate = not refused and result.indeterminate
     overlay_png = None if refused else result.overlay_png
     overlay = (
@@ -339,6 +347,7 @@ def _store_result(
         "indeterminate": indeterminate,
         "candidates": [str(c) for c in result.candidates] if indeterminate else [],
         "ood": _json_safe(result.ood or {}),
+        "bit_depth": result.bit_depth,
         "overlay_name": overlay.name if overlay else "",
         "overlay_sha256": overlay.sha256 if overlay else "",
         "overlay_key_id": overlay.key_id if overlay else "",

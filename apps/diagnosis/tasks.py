@@ -16,7 +16,9 @@ from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
-from . import services
+from apps.accounts.models import Hospital
+
+from . import performance, services
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,18 @@ def diagnose_study(self, study_id: int) -> int | None:  # type: ignore[no-untype
     final_attempt = self.request.retries >= (self.max_retries or 0)
     diagnosis = services.run_diagnosis(int(study_id), final_attempt=final_attempt)
     return diagnosis.pk if diagnosis is not None else None
+
+
+@shared_task(name="diagnosis.summarize_performance", ignore_result=True)
+def summarize_performance() -> int:
+    """Beat entry (hourly): one ``summarize_hospital_performance`` task per active hospital."""
+    hospital_ids = list(Hospital.objects.filter(is_active=True).values_list("pk", flat=True))
+    for hospital_id in hospital_ids:
+        summarize_hospital_performance.delay(hospital_id)
+    return len(hospital_ids)
+
+
+@shared_task(name="diagnosis.summarize_hospital_performance", ignore_result=True, acks_late=True)
+def summarize_hospital_performance(hospital_id: int) -> int:
+    """Refresh one hospital's ``VersionPerformance`` rows; returns the number of weeks recomputed."""
+    return len(performance.summarize_hospital(int(hospital_id)))

@@ -343,7 +343,10 @@ def test_each_refusal_code_is_stored_with_its_reason(world, fake_pipeline, code,
     [diagnosis] = _diagnoses(study)
     assert diagnosis.refused and diagnosis.refusal_code == code and diagnosis.refusal_reason == reason
     assert diagnosis.label == "" and diagnosis.probabilities == {} and not diagnosis.overlay_name
-    assert diagnosis.specialist_version is None and diagnosis.confidence is None
+    assert diagnosis.confidence is None
+    # The feature-space refusal is the specialist's: it is attributed to the version that checked.
+    expected = fake_pipeline.built_with[1]["brain"] if code == "unlike_training" else None
+    assert diagnosis.specialist_version == expected
     assert study.status == StudyStatus.REFUSED and study.modality == "unsupported"
     assert study.status_message == (message or "Not read by the AI: " + reason[0].lower() + reason[1:].rstrip("."))
     if code == "unlike_training":

@@ -82,6 +82,8 @@ class PipelineResult:
     #: threshold → refused) and the nearest kind of image the router's embedding resembles.
     ood: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Bits per grey value of the upload (``DecodedImage.bit_depth``), for input-drift monitoring.
+    bit_depth: int | None = None
 
     @property
     def confidence(self) -> float | None:
@@ -107,6 +109,7 @@ class PipelineResult:
             "indeterminate": self.indeterminate,
             "candidates": self.candidates,
             "ood": self.ood,
+            "bit_depth": self.bit_depth,
         }
 
 
@@ -222,6 +225,7 @@ class TwoStagePipeline:
             image_size=(image.width, image.height),
             source_format=image.source_format,
             ood={"resembles": kind} if kind else {},
+            bit_depth=image.bit_depth,
         )
         if code:
             timings["total"] = _ms(t0)

@@ -52,6 +52,8 @@ class DecodedImage:
     modality: str | None = None
     photometric: str | None = None
     meta: dict = field(default_factory=dict)
+    #: Bits per stored grey value of the original (8 for ordinary PNG/JPEG, BitsStored for DICOM).
+    bit_depth: int | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -125,7 +127,12 @@ def _decode_raster(data: bytes, fmt: str, max_side: int | None) -> DecodedImage:
         source_format=fmt,
         modality=None,
         photometric="MONOCHROME2" if img.mode in ("L", "I", "I;16", "F", "1") else img.mode,
+        bit_depth=RASTER_BIT_DEPTH.get(img.mode, 8),
     )
+
+
+#: Bits per channel of Pillow's modes (every other mode is 8 bits per channel).
+RASTER_BIT_DEPTH = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
 
 def _check_size(width: int, height: int) -> None:
@@ -173,6 +180,7 @@ def _decode_dicom(data: bytes, force: bool = False, max_side: int | None = None)
     modality = str(ds.get("Modality", "") or "").strip().upper() or None
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or None
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    bit_depth = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 0) or 0) or None
     try:
         if n_frames > 1:
             # Decode only the middle frame: cheaper and representative of a series.
@@ -192,7 +200,9 @@ def _decode_dicom(data: bytes, force: bool = False, max_side: int | None = None)
         gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         lo, hi = float(gray.min()), float(gray.max())
         pixels = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
-        return DecodedImage(pixels.astype(np.float32), cols, rows, "dicom", modality, photometric, {"frames": n_frames})
+        return DecodedImage(
+            pixels.astype(np.float32), cols, rows, "dicom", modality, photometric, {"frames": n_frames}, bit_depth
+        )
     if arr.ndim == 3:  # unexpected stack: middle slice
         arr = arr[arr.shape[0] // 2]
     if arr.ndim != 2:
@@ -221,6 +231,7 @@ def _decode_dicom(data: bytes, force: bool = False, max_side: int | None = None)
         modality=modality,
         photometric=photometric,
         meta={"frames": n_frames},
+        bit_depth=bit_depth,
     )
 
 

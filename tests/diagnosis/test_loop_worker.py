@@ -1,0 +1,72 @@
+"""The learning loop's scheduled tasks through a REAL Celery worker on the local Redis and
+PostgreSQL: each test sends the task named in the beat schedule (what ``celery beat`` sends),
+and the worker process writes the summary rows."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from apps.diagnosis.models import ModelVersion, VersionPerformance
+from imagemedix.celery import app
+from tests.celery_worker import celery_worker, dedicated_broker
+
+from .helpers import fake_version
+from .traffic import Read, write_reads
+
+pytestmark = [pytest.mark.integration]
+
+TEST_KEY = base64.b64encode(b"integration-test-key-32-bytes!!!").decode()
+
+
+@pytest.fixture
+def worker(transactional_db, postgres_required, redis_url, settings, tmp_path):
+    with dedicated_broker(redis_url, "loop") as broker:
+        with celery_worker("loop", broker, "itest", TEST_KEY, tmp_path) as running:
+            yield running
+
+
+def _beat_task(name: str) -> str:
+    [entry] = [e for e in app.conf.beat_schedule.values() if e["task"] == name]
+    return entry["task"]
+
+
+def _wait_until(predicate, what: str, worker, timeout: float = 60):
+    proc, log_path = worker
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the worker exited while waiting for {what}:\n{Path(log_path).read_text()[-4000:]}")
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}:\n{Path(log_path).read_text()[-4000:]}")
+
+
+def test_the_scheduled_summary_runs_on_the_worker(worker, world):
+    with scopes_disabled():
+        ModelVersion.objects.all().delete()
+        router, chest = fake_version("router", "r1", is_active=True), fake_version("chest", "c1", is_active=True)
+    when = timezone.now() - dt.timedelta(days=1)
+    write_reads(
+        world.paul_record,
+        world.alice,
+        [Read(doctor_label="normal"), Read(doctor_label="viral_pneumonia"), Read()],
+        when=when,
+        router=router,
+        specialist=chest,
+    )
+    app.send_task(_beat_task("diagnosis.summarize_performance"))
+
+    def summarised():
+        with scopes_disabled():
+            return VersionPerformance.objects.filter(hospital=world.a, model_version=chest).first()
+
+    row = _wait_until(summarised, "the performance summary", worker)
+    assert (row.reads, row.reviewed, row.agreed) == (3, 2, 1)
