@@ -1,14 +1,16 @@
 """Who is acting, in which hospital, with which roles.
 
 The tenant is set once per entry point: ``TenantMiddleware`` for pages,
-``TenantAPIMixin`` (apps/accounts/api.py) for the REST API, ``connect()`` for WebSocket
-consumers and ``tenant_task`` for Celery. Each of them resolves the hospital through
-``resolve_tenant`` and activates a django-scopes scope, so that a query on a tenant-owned
-model outside of a scope raises instead of leaking another hospital's rows.
+``TenantAPIMixin`` (apps/accounts/api.py) for the REST API and ``connect()`` for WebSocket
+consumers, which resolve the hospital through ``resolve_tenant``; and the ``TenantTask`` base
+class for Celery tasks, which are sent the hospital's id with their other ids. Each of them
+activates a django-scopes scope, so that a query on a tenant-owned model outside of a scope
+raises instead of leaking another hospital's rows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,14 +18,18 @@ from functools import wraps
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from celery import Task
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404
 from django.utils.crypto import constant_time_compare
 from django_scopes import scope, scopes_disabled
 
 from .models import Hospital, Membership, Role
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .models import User
@@ -155,3 +161,49 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
         return wrapped
 
     return decorator
+
+
+class TenantTask(Task):
+    """Base class of every Celery task that works on one hospital's data (pretix's ``EventTask``
+    and ``TransactionAwareTask`` in one).
+
+    * **Ids, never objects.** The task is sent keyword arguments only, one of them
+      ``hospital_id``: ``render_report_pdf.delay(hospital_id=report.hospital_id, report_id=report.pk)``.
+    * **The tenant is entered once, here.** The task body runs inside that hospital's scope, so
+      it looks its rows up like a view does (a row of another hospital is simply not found) and
+      never switches scopes off to find out where it belongs.
+    * **Sent on commit.** ``delay``/``apply_async`` inside a transaction send the message once
+      the transaction commits (at once outside one), so a worker never looks for a row that is
+      not committed yet, and a rolled-back change sends nothing. A message that cannot be sent
+      (broker down) is logged and handed to ``on_send_error``; the caller's transaction stands.
+      Sending on commit means there is no ``AsyncResult`` to return: both return None.
+    """
+
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with tenant_scope(_hospital_id(self, args, kwargs)):
+            return super().__call__(*args, **kwargs)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> None:  # type: ignore[override]
+        _hospital_id(self, args, kwargs or {})
+
+        def send() -> None:
+            try:
+                super(TenantTask, self).apply_async(args, kwargs, **options)
+            except Exception as exc:  # noqa: BLE001 - the committed change stands; on_send_error decides
+                self.on_send_error(exc, kwargs or {})
+
+        transaction.on_commit(send)
+
+    def on_send_error(self, exc: Exception, kwargs: dict[str, Any]) -> None:
+        """The broker refused the message (it is down): log it. Tasks whose work must not be
+        lost override this (and have a periodic check that sends the work again)."""
+        log.error("Could not send task %s %s: %s", self.name, kwargs, exc)
+
+
+def _hospital_id(task: Task, args: Any, kwargs: dict[str, Any]) -> int:
+    hospital_id = kwargs.get("hospital_id")
+    if args or not isinstance(hospital_id, int) or isinstance(hospital_id, bool):
+        raise TypeError(f"{task.name} is a tenant task: send it keyword ids only, hospital_id=<int> among them")
+    return hospital_id

@@ -30,4 +30,9 @@ class DiagnosisConfig(AppConfig):
     verbose_name = "AI second read"
 
     def ready(self) -> None:
+        from apps.studies.services import read_requested
+
+        from .watchdog import on_read_requested
+
         post_migrate.connect(register_shipped_models, sender=self, dispatch_uid="diagnosis.register_shipped_models")
+        read_requested.connect(on_read_requested, dispatch_uid="diagnosis.read_requested")

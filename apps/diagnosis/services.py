@@ -1,5 +1,6 @@
-"""The AI second read as verbs: run it for a study, confirm or correct its result, requeue
-studies that got stuck. Each state change runs in a transaction and writes an audit event.
+"""The AI second read as verbs: run it for a study, confirm or correct its result (sending it,
+and sending it again when it got stuck, is ``watchdog.py``). Each state change runs in a
+transaction and writes an audit event.
 
 ``run_diagnosis`` is what the Celery task ``diagnose_study`` calls. It never loses a study:
 whatever goes wrong, the study ends with a result (``done``; ``unsure`` when the read is
@@ -10,7 +11,6 @@ transient errors (database or broker briefly away), which it raises so the task 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,6 @@ from django.db.models import Prefetch
 from django.dispatch import Signal
 from django.http import HttpRequest
 from django.utils import timezone
-from django_scopes import scopes_disabled
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,7 +29,7 @@ from apps.accounts import audit
 from apps.accounts.tenancy import tenant_scope
 from apps.studies.access import is_active_doctor
 from apps.studies.models import RESULT_STATUSES, Modality, Study, StudyStatus
-from apps.studies.services import enqueue_diagnosis, set_study_status
+from apps.studies.services import set_study_status
 from apps.studies.storage import TamperedFileError, delete_stored, read_encrypted, store_encrypted
 
 from . import engine, registry
@@ -54,13 +53,13 @@ log = logging.getLogger(__name__)
 #: Sent on commit after a doctor confirmed or corrected an AI read (hospital_id, diagnosis_id, feedback_id).
 diagnosis_reviewed = Signal()
 
-MSG_QUEUED = "Waiting for the AI second read."
 MSG_PROCESSING = "The AI second read is in progress."
 MSG_CRASHED = "The AI read could not be completed; the image is kept and can be re-run."
 MSG_TAMPERED = (
     "The stored image failed its integrity check, so the AI read was not run. "
     "The study is kept; please contact your administrator."
 )
+MSG_BROKER_DOWN = "The AI service is busy; the read will start automatically when it is back."
 MSG_NO_MODELS = "The AI models are not installed on this server yet; the image is kept and can be re-run."
 #: A refused read: the pill says "Not read by the AI", the message gives the pipeline's reason.
 MSG_REFUSED = "Not read by the AI: {reason}"
@@ -159,37 +158,42 @@ def run_diagnosis(study_id: int, *, final_attempt: bool = True) -> Diagnosis | N
     """Run the two-stage AI read of one study and store it. Idempotent: if this study already has
     a diagnosis by the model versions chosen for it, that one is returned and nothing runs.
 
-    Transient errors are raised for the caller (the Celery task) to retry, unless
-    ``final_attempt``: then the study is marked failed like for any other error.
+    Runs inside the study's hospital scope (the ``diagnose_study`` task enters it); a study of
+    another hospital is not found. Transient errors are raised for the caller (the Celery task)
+    to retry, unless ``final_attempt``: then the study is marked failed like for any other error.
     """
-    with scopes_disabled():  # only to learn the study's hospital; all the work runs in its scope
-        hospital_id = Study.objects.filter(pk=study_id).values_list("hospital_id", flat=True).first()
-    if hospital_id is None:
+    study = Study.objects.select_related("hospital").filter(pk=study_id).first()
+    if study is None:
         log.warning("diagnose_study: study %s does not exist (deleted?)", study_id)
         return None
-    with tenant_scope(hospital_id):
-        try:
-            return _run_in_scope(study_id, hospital_id)
-        except TRANSIENT_ERRORS:
-            if not final_attempt:
-                raise
-            log.exception("AI read of study %s failed on a transient error after all retries", study_id)
-            _fail_quietly(study_id, hospital_id, MSG_CRASHED)
-            return None
-        except Exception:
-            log.exception("AI read of study %s crashed", study_id)
-            _fail_quietly(study_id, hospital_id, MSG_CRASHED)
-            return None
+    try:
+        return _read(study)
+    except TRANSIENT_ERRORS:
+        if not final_attempt:
+            raise
+        log.exception("AI read of study %s failed on a transient error after all retries", study_id)
+        _fail_quietly(study_id, study.hospital_id, MSG_CRASHED)
+        return None
+    except Exception:
+        log.exception("AI read of study %s crashed", study_id)
+        _fail_quietly(study_id, study.hospital_id, MSG_CRASHED)
+        return None
 
 
 def give_up(study_id: int) -> None:
     """Mark a study failed (image kept, can be re-run) unless it already has a result: used when
-    its read keeps killing the worker."""
-    with scopes_disabled():
-        row = Study.objects.filter(pk=study_id).values_list("hospital_id", "status").first()
+    its read keeps killing the worker. Runs inside the study's hospital scope."""
+    row = Study.objects.filter(pk=study_id).values_list("hospital_id", "status").first()
     if row is None or row[1] in RESULT_STATUSES:
         return
     _fail_quietly(study_id, row[0], MSG_CRASHED)
+
+
+def note_send_failed(hospital_id: int, study_id: int) -> None:
+    """The broker was unreachable when the read was sent: the study stays queued and says why.
+    The watchdog sends it again once the broker is back."""
+    with tenant_scope(hospital_id):
+        Study.objects.filter(pk=study_id, status=StudyStatus.QUEUED).update(status_message=MSG_BROKER_DOWN)
 
 
 def _set_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:
@@ -205,10 +209,8 @@ def _fail_quietly(study_id: int, hospital_id: int, message: str) -> None:
         log.exception("Could not mark study %s as failed", study_id)
 
 
-def _run_in_scope(study_id: int, hospital_id: int) -> Diagnosis | None:
-    study = Study.objects.select_related("hospital").filter(pk=study_id).first()
-    if study is None:
-        return None
+def _read(study: Study) -> Diagnosis | None:
+    hospital_id = study.hospital_id
     try:
         chosen = registry.choose_versions(study.pk)
     except registry.ModelNotAvailable as exc:
@@ -385,36 +387,6 @@ def _store_result(
     if not created and overlay:  # a concurrent run stored the same read first
         delete_stored(overlay.name)
     return diagnosis
-
-
-def requeue_stuck_studies(older_than: dt.timedelta, *, dry_run: bool = False) -> list[int]:
-    """Send again the studies that sat in uploaded/queued/processing longer than ``older_than``
-    (a worker that crashed mid-read, a broker that was down when they were uploaded). Platform
-    operation across hospitals; the task itself is idempotent, so a study that was in fact
-    still running is not read twice."""
-    cutoff = timezone.now() - older_than
-    stuck_states = [StudyStatus.UPLOADED, StudyStatus.QUEUED, StudyStatus.PROCESSING]
-    with scopes_disabled():
-        stuck = list(
-            Study.objects.filter(status__in=stuck_states, updated_at__lt=cutoff)
-            .order_by("updated_at")
-            .values_list("pk", "hospital_id")
-        )
-    if dry_run:
-        return [pk for pk, _ in stuck]
-    for study_id, hospital_id in stuck:
-        with transaction.atomic():
-            _set_status(study_id, hospital_id, StudyStatus.QUEUED, MSG_QUEUED)
-            with tenant_scope(hospital_id):
-                audit.record("study.requeue", hospital=_hospital(hospital_id), study=study_id)
-            transaction.on_commit(lambda sid=study_id: enqueue_diagnosis(sid))
-    return [pk for pk, _ in stuck]
-
-
-def _hospital(hospital_id: int) -> Any:
-    from apps.accounts.models import Hospital
-
-    return Hospital.objects.get(pk=hospital_id)
 
 
 # --- Feedback -------------------------------------------------------------------------------

@@ -1,22 +1,25 @@
 """Celery tasks of the AI second read.
 
-``diagnose_study`` is a thin wrapper around ``services.run_diagnosis``: it takes a study id
-(never an object), and the service re-enters that study's hospital scope. It is sent on commit
-when a study is created (``apps.studies.services.submit_study``) and again by
-``manage.py requeue_studies``; sending it twice is harmless (one Diagnosis per study and model
-versions). ``acks_late`` + ``reject_on_worker_lost``: a worker that dies mid-read leaves the
-message on the broker for another worker. Only transient errors are retried.
+``diagnose_study`` is a thin wrapper around ``services.run_diagnosis``: it is sent
+``hospital_id`` and ``study_id`` (never objects) and runs inside that hospital's scope
+(``TenantTask``). It is sent on commit when a study is submitted (the ``read_requested`` signal
+of apps.studies), by the watchdog and by ``manage.py requeue_studies``; sending it twice is
+harmless (one Diagnosis per study and model versions). ``acks_late`` + ``reject_on_worker_lost``:
+a worker that dies mid-read leaves the message on the broker for another worker. Only transient
+errors are retried.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
 from apps.accounts.models import Hospital
+from apps.accounts.tenancy import TenantTask
 
 from . import performance, services
 
@@ -41,8 +44,19 @@ def _deliveries(task_id: str | None, retries: int) -> int:
         return 0
 
 
+class ReadTask(TenantTask):
+    """A study's read that could not be sent stays ``queued``: say so on the study page."""
+
+    abstract = True
+
+    def on_send_error(self, exc: Exception, kwargs: dict[str, Any]) -> None:
+        super().on_send_error(exc, kwargs)
+        services.note_send_failed(kwargs["hospital_id"], kwargs["study_id"])
+
+
 @shared_task(
     bind=True,
+    base=ReadTask,
     name="diagnosis.diagnose_study",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -54,27 +68,28 @@ def _deliveries(task_id: str | None, retries: int) -> int:
     retry_backoff_max=120,
     retry_jitter=True,
 )
-def diagnose_study(self, study_id: int) -> int | None:  # type: ignore[no-untyped-def]
+def diagnose_study(self, *, hospital_id: int, study_id: int) -> int | None:  # type: ignore[no-untyped-def]
     """Read one study with the AI pipeline; returns the Diagnosis id (None if none was stored)."""
     if _deliveries(self.request.id, self.request.retries) > MAX_DELIVERIES:
         log.error("Study %s: task %s killed its worker %d times; giving up", study_id, self.request.id, MAX_DELIVERIES)
-        services.give_up(int(study_id))
+        services.give_up(study_id)
         return None
     final_attempt = self.request.retries >= (self.max_retries or 0)
-    diagnosis = services.run_diagnosis(int(study_id), final_attempt=final_attempt)
+    diagnosis = services.run_diagnosis(study_id, final_attempt=final_attempt)
     return diagnosis.pk if diagnosis is not None else None
 
 
 @shared_task(name="diagnosis.summarize_performance", ignore_result=True)
 def summarize_performance() -> int:
-    """Beat entry (hourly): one ``summarize_hospital_performance`` task per active hospital."""
+    """Beat entry (hourly): one ``summarize_hospital_performance`` task per active hospital. A
+    platform task (it reads only the hospital list, which is not tenant data), so not a TenantTask."""
     hospital_ids = list(Hospital.objects.filter(is_active=True).values_list("pk", flat=True))
     for hospital_id in hospital_ids:
-        summarize_hospital_performance.delay(hospital_id)
+        summarize_hospital_performance.delay(hospital_id=hospital_id)
     return len(hospital_ids)
 
 
-@shared_task(name="diagnosis.summarize_hospital_performance", ignore_result=True, acks_late=True)
-def summarize_hospital_performance(hospital_id: int) -> int:
+@shared_task(base=TenantTask, name="diagnosis.summarize_hospital_performance", ignore_result=True, acks_late=True)
+def summarize_hospital_performance(*, hospital_id: int) -> int:
     """Refresh one hospital's ``VersionPerformance`` rows; returns the number of weeks recomputed."""
-    return len(performance.summarize_hospital(int(hospital_id)))
+    return len(performance.summarize_hospital(hospital_id))

@@ -159,8 +159,7 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
             supersedes=locked.supersedes_id,
         )
         _notify_patient(locked)
-        report_id = locked.pk
-        transaction.on_commit(lambda: _enqueue_pdf(report_id))
+        _send_pdf_render(locked)
     _refresh(report, locked)
     return report
 
@@ -213,17 +212,15 @@ def request_pdf(report: Report, actor: Any, *, request: HttpRequest | None = Non
             pdf_status=PdfStatus.PENDING
         )
         audit.record("report.pdf_requeue", hospital=report.hospital, actor=actor, obj=report, request=request)
-        report_id = report.pk
-        transaction.on_commit(lambda: _enqueue_pdf(report_id))
+        _send_pdf_render(report)
 
 
-def _enqueue_pdf(report_id: int) -> None:
+def _send_pdf_render(report: Report) -> None:
+    """Render the PDF in a worker once this transaction commits. If the broker is down the PDF
+    stays "pending" (logged); "Try again" on the report page sends it again."""
     from .tasks import render_report_pdf
 
-    try:
-        render_report_pdf.delay(report_id)
-    except Exception:  # broker down: the PDF stays "pending"; "Try again" re-queues it
-        log.exception("Could not queue the PDF of report %s", report_id)
+    render_report_pdf.delay(hospital_id=report.hospital_id, report_id=report.pk)
 
 
 def _notify_patient(report: Report) -> None:

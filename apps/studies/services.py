@@ -3,7 +3,6 @@ event, and schedules side effects (the AI read) on commit."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -21,12 +20,13 @@ from .permissions import grant_patient_access, revoke_patient_access
 from .storage import delete_stored, store_encrypted
 from .validation import ValidatedUpload
 
-log = logging.getLogger(__name__)
-
 #: Sent on commit when a doctor is taken off a patient's caseload (hospital_id, patient_id, doctor_id).
 care_assignment_ended = Signal()
 #: Sent on commit whenever a study's status changes (study_id, hospital_id, status, message).
 study_status_changed = Signal()
+#: Sent inside the transaction that queues a study for the AI read (hospital_id, study_id): the
+#: diagnosis app sends its task, on commit. (This app does not import the diagnosis app.)
+read_requested = Signal()
 
 
 def create_patient(
@@ -138,29 +138,13 @@ def submit_study(
                 ),
                 robust=True,
             )
-            # robust: a failure to enqueue is logged and never undoes the committed study.
-            transaction.on_commit(lambda: enqueue_diagnosis(study_id), robust=True)
+            # Sent on commit, after the "queued" announcement; a broker that is down is logged and
+            # never undoes the committed study (the diagnosis watchdog sends the read again).
+            read_requested.send(sender=Study, hospital_id=hospital.pk, study_id=study_id)
     except BaseException:
         delete_stored(blob.name)
         raise
     return study
-
-
-def enqueue_diagnosis(study_id: int) -> None:
-    """Send the AI read to Celery. If the broker is unreachable the study stays queued with a
-    message, and ``manage.py requeue_studies`` (or the next worker start) picks it up."""
-    from apps.diagnosis.tasks import diagnose_study
-
-    try:
-        diagnose_study.delay(study_id)
-    except Exception:  # broker down: keep the study, say so, let requeue_studies retry
-        log.exception("Could not queue study %s for diagnosis", study_id)
-        from django_scopes import scopes_disabled
-
-        with scopes_disabled():
-            Study.objects.filter(pk=study_id, status=StudyStatus.QUEUED).update(
-                status_message="The AI service is busy; the read will start automatically when it is back."
-            )
 
 
 def set_study_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:

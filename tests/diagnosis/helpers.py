@@ -13,6 +13,8 @@ import numpy as np
 from django_scopes import scopes_disabled
 from PIL import Image
 
+from apps.accounts.tenancy import tenant_scope
+from apps.diagnosis import services
 from apps.diagnosis.models import Diagnosis, ModelVersion
 from apps.studies.models import Study
 from apps.studies.storage import store_encrypted
@@ -21,6 +23,17 @@ CHEST_LABELS = ["normal", "bacterial_pneumonia", "viral_pneumonia"]
 BRAIN_LABELS = ["glioma", "meningioma", "no_tumor", "pituitary"]
 ROUTER_LABELS = ["chest_xray", "brain_mri", "unsupported"]
 LABELS = {"router": ROUTER_LABELS, "chest": CHEST_LABELS, "brain": BRAIN_LABELS}
+
+
+def read_now(study: Study, **options: Any) -> Diagnosis | None:
+    """Run the AI read of ``study`` here and now, in its hospital's scope as the task does."""
+    with tenant_scope(study.hospital_id):
+        return services.run_diagnosis(study.pk, **options)
+
+
+def task_ids(study: Study) -> dict[str, int]:
+    """The keyword ids ``diagnose_study`` is sent for ``study``."""
+    return {"hospital_id": study.hospital_id, "study_id": study.pk}
 
 
 def fake_version(task: str, version: str = "test-fixture", **fields: Any) -> ModelVersion:

@@ -124,7 +124,7 @@ def test_real_worker_stores_exactly_one_diagnosis(worker, world):
 
     # The same task again (a redelivery, a requeue): still exactly one Diagnosis.
     _wait_until(lambda: _runs_finished(log_path) >= 1, "the first run to be logged", proc, log_path)
-    diagnose_study.delay(study.pk)
+    diagnose_study.delay(hospital_id=study.hospital_id, study_id=study.pk)
     _wait_until(lambda: _runs_finished(log_path) >= 2, "the second run to finish", proc, log_path)
     with scopes_disabled():
         assert Diagnosis.objects.filter(study_id=study.pk).count() == 1

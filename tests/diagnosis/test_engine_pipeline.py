@@ -10,14 +10,14 @@ import pytest
 from django_scopes import scopes_disabled
 from PIL import Image
 
-from apps.diagnosis import engine, services
+from apps.diagnosis import engine
 from apps.diagnosis.models import Diagnosis, ModelVersion
 from apps.diagnosis.registry import sync_shipped_models
 from apps.studies.models import Study, StudyStatus
 from apps.studies.storage import read_encrypted
 from tests.factories import make_study, png_bytes
 
-from .helpers import write_untrained_models
+from .helpers import read_now, write_untrained_models
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def untrained_registry(db, settings, tmp_path_factory):
 def test_real_pipeline_read_is_stored_with_versions_hashes_and_overlay(world, untrained_registry):
     study = make_study(world.paul_record, world.alice, data=png_bytes((300, 240), seed=5))
 
-    services.run_diagnosis(study.pk)
+    read_now(study)
 
     with scopes_disabled():
         study = Study.objects.get(pk=study.pk)
@@ -60,12 +60,12 @@ def test_real_pipeline_read_is_stored_with_versions_hashes_and_overlay(world, un
 def test_models_are_loaded_once_per_process(world, untrained_registry):
     first = make_study(world.paul_record, world.alice)
     second = make_study(world.paul_record, world.alice, data=png_bytes((128, 128), seed=9))
-    services.run_diagnosis(first.pk)
+    read_now(first)
     loaded = engine.loaded_hashes()
     pipeline = engine.get_pipeline(
         untrained_registry["router"], {"chest": untrained_registry["chest"], "brain": untrained_registry["brain"]}
     )
-    services.run_diagnosis(second.pk)
+    read_now(second)
     assert engine.loaded_hashes() == loaded == {mv.weights_sha256 for mv in untrained_registry.values()}
     assert (
         engine.get_pipeline(

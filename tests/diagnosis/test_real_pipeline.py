@@ -22,6 +22,8 @@ from apps.studies.models import Study, StudyStatus
 from apps.studies.storage import read_encrypted
 from tests.factories import make_study, png_bytes
 
+from .helpers import task_ids
+
 
 @pytest.fixture
 def shipped_models(db):
@@ -36,7 +38,7 @@ def shipped_models(db):
 
 def _run(study, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        diagnose_study.delay(study.pk)
+        diagnose_study.apply(kwargs=task_ids(study))
     with scopes_disabled():
         return Study.objects.get(pk=study.pk), list(Diagnosis.objects.filter(study_id=study.pk))
 

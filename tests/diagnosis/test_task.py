@@ -15,6 +15,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import AuditEvent
+from apps.accounts.tenancy import tenant_scope
 from apps.diagnosis import services
 from apps.diagnosis.models import Diagnosis, ModelVersion
 from apps.diagnosis.pipeline.decode import DecodeError
@@ -25,7 +26,7 @@ from apps.studies.storage import read_encrypted
 from tests.factories import make_study, png_bytes
 
 from .conftest import INDETERMINATE, REFUSED, FakeResult
-from .helpers import fake_version
+from .helpers import fake_version, read_now, task_ids
 
 
 def _study(world) -> Study:
@@ -54,7 +55,7 @@ def test_task_stores_the_result_and_moves_the_status(
     study_status_changed.connect(on_status)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            diagnose_study.delay(study.pk)
+            diagnose_study.apply(kwargs=task_ids(study))
     finally:
         study_status_changed.disconnect(on_status)
 
@@ -81,9 +82,9 @@ def test_task_stores_the_result_and_moves_the_status(
 
 def test_running_twice_stores_one_diagnosis(world, fake_pipeline, eager_celery):
     study = _study(world)
-    diagnose_study.delay(study.pk)
-    diagnose_study.delay(study.pk)
-    services.run_diagnosis(study.pk)
+    diagnose_study.apply(kwargs=task_ids(study))
+    diagnose_study.apply(kwargs=task_ids(study))
+    read_now(study)
     assert len(_diagnoses(study)) == 1
     assert fake_pipeline.runs == 1  # the second and third runs found the stored read
 
@@ -92,7 +93,7 @@ def test_a_concurrent_duplicate_is_not_stored_twice(world, fake_pipeline, media_
     """Two workers read the same study at once: the unique key keeps one row and the loser's
     overlay file is removed."""
     study = _study(world)
-    first = services.run_diagnosis(study.pk)
+    first = read_now(study)
     files_before = media_files()
     router, specialists = fake_pipeline.built_with
     with scopes_disabled():
@@ -105,13 +106,13 @@ def test_a_concurrent_duplicate_is_not_stored_twice(world, fake_pipeline, media_
 
 def test_new_model_version_gives_a_new_diagnosis(world, fake_pipeline, fake_models):
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     with scopes_disabled():
         from apps.diagnosis.registry import activate_version
 
         activate_version(fake_version("chest", "v2"))
-    services.run_diagnosis(study.pk)
-    services.run_diagnosis(study.pk)
+    read_now(study)
+    read_now(study)
     diagnoses = _diagnoses(study)
     assert len(diagnoses) == 2
     assert {d.specialist_version.version for d in diagnoses} == {"v1", "v2"}
@@ -123,7 +124,7 @@ def test_refusal_is_a_result_not_a_failure(world, fake_pipeline, media_files):
     fake_pipeline.result = REFUSED
     study = _study(world)
     files_before = media_files()
-    services.run_diagnosis(study.pk)
+    read_now(study)
     study = _reload(study)
     assert study.status == StudyStatus.REFUSED  # a result, but never "AI read ready"
     assert study.get_status_display() == "Not read by the AI"
@@ -134,7 +135,7 @@ def test_refusal_is_a_result_not_a_failure(world, fake_pipeline, media_files):
     assert diagnosis.refusal_code == "other_modality"
     assert diagnosis.versions_key.endswith(":-")
     assert media_files() == files_before  # no overlay for a refusal
-    services.run_diagnosis(study.pk)
+    read_now(study)
     assert len(_diagnoses(study)) == 1
 
 
@@ -143,7 +144,7 @@ def test_modality_warning_is_kept_and_mentioned(world, fake_pipeline):
         modality_warning="The DICOM header says CT, but the image looks like a chest X-ray."
     )
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     [diagnosis] = _diagnoses(study)
     assert "DICOM header says CT" in diagnosis.modality_warning
     assert "DICOM header says CT" in _reload(study).status_message
@@ -156,7 +157,7 @@ def test_tampered_file_fails_with_a_message_and_keeps_the_study(world, fake_pipe
     blob[-5] ^= 0xFF
     path.write_bytes(bytes(blob))
 
-    services.run_diagnosis(study.pk)
+    read_now(study)
 
     study = _reload(study)
     assert study.status == StudyStatus.FAILED
@@ -171,7 +172,7 @@ def test_tampered_file_fails_with_a_message_and_keeps_the_study(world, fake_pipe
 def test_crash_fails_with_a_readable_message(world, fake_pipeline):
     fake_pipeline.error = RuntimeError("CUDA out of memory in layer 7")
     study = _study(world)
-    assert services.run_diagnosis(study.pk) is None
+    assert read_now(study) is None
     study = _reload(study)
     assert study.status == StudyStatus.FAILED
     assert study.status_message == "The AI read could not be completed; the image is kept and can be re-run."
@@ -181,7 +182,7 @@ def test_crash_fails_with_a_readable_message(world, fake_pipeline):
 def test_undecodable_image_fails_with_the_decoder_message(world, fake_pipeline):
     fake_pipeline.error = DecodeError("The DICOM file has no pixel data.")
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     study = _reload(study)
     assert study.status == StudyStatus.FAILED
     assert study.status_message == "The image could not be read for the AI read: The DICOM file has no pixel data."
@@ -191,9 +192,9 @@ def test_transient_errors_are_raised_for_retry_until_the_last_attempt(world, fak
     fake_pipeline.error = OperationalError("server closed the connection unexpectedly")
     study = _study(world)
     with pytest.raises(OperationalError):
-        services.run_diagnosis(study.pk, final_attempt=False)
+        read_now(study, final_attempt=False)
     assert _reload(study).status == StudyStatus.PROCESSING  # left for the retry
-    services.run_diagnosis(study.pk, final_attempt=True)
+    read_now(study, final_attempt=True)
     assert _reload(study).status == StudyStatus.FAILED
 
 
@@ -209,7 +210,7 @@ def test_task_retries_transient_errors_then_succeeds(world, fake_pipeline, eager
         return original(data)
 
     fake_pipeline.run = flaky
-    diagnose_study.delay(study.pk)
+    diagnose_study.apply(kwargs=task_ids(study))
     assert calls["n"] == 3
     assert _reload(study).status == StudyStatus.DONE
     assert len(_diagnoses(study)) == 1
@@ -229,15 +230,24 @@ def test_no_registered_models_fails_with_a_message(world, settings, tmp_path, ea
     with scopes_disabled():
         ModelVersion.objects.all().delete()
     study = _study(world)
-    diagnose_study.delay(study.pk)
+    diagnose_study.apply(kwargs=task_ids(study))
     study = _reload(study)
     assert study.status == StudyStatus.FAILED
     assert study.status_message == services.MSG_NO_MODELS
 
 
-def test_missing_study_is_ignored(db, fake_pipeline):
-    assert services.run_diagnosis(987654) is None
+def test_missing_study_is_ignored(world, fake_pipeline):
+    assert diagnose_study.apply(kwargs={"hospital_id": world.a.pk, "study_id": 987654}).get() is None
     assert fake_pipeline.runs == 0
+
+
+def test_a_study_of_another_hospital_is_not_found(world, fake_pipeline):
+    """The task runs in the scope of the hospital it was sent; a study id of another hospital is
+    simply not found there."""
+    study = _study(world)
+    assert diagnose_study.apply(kwargs={"hospital_id": world.b.pk, "study_id": study.pk}).get() is None
+    assert fake_pipeline.runs == 0
+    assert _reload(study).status == StudyStatus.QUEUED
 
 
 def test_upload_runs_the_read_inline_in_the_embedded_mode(
@@ -299,12 +309,12 @@ def test_a_message_that_keeps_killing_workers_is_given_up(world, fake_pipeline):
     killed, fresh = f"killed-{uuid.uuid4()}", f"fresh-{uuid.uuid4()}"  # the cache may be a shared Redis
     for _ in range(tasks.MAX_DELIVERIES):  # earlier deliveries of the same attempt, all killed
         tasks._deliveries(killed, 0)
-    diagnose_study.apply(args=[study.pk], task_id=killed)
+    diagnose_study.apply(kwargs=task_ids(study), task_id=killed)
     study = _reload(study)
     assert study.status == StudyStatus.FAILED and "can be re-run" in study.status_message
     assert fake_pipeline.runs == 0
     # a new attempt (a requeue sends a new task) reads it normally
-    diagnose_study.apply(args=[study.pk], task_id=fresh)
+    diagnose_study.apply(kwargs=task_ids(study), task_id=fresh)
     assert _reload(study).status == StudyStatus.DONE
 
 
@@ -338,7 +348,7 @@ def test_each_refusal_code_is_stored_with_its_reason(world, fake_pipeline, code,
         ood={"score": 3.2, "threshold": 1.5} if code == "unlike_training" else {},
     )
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     study = _reload(study)
     [diagnosis] = _diagnoses(study)
     assert diagnosis.refused and diagnosis.refusal_code == code and diagnosis.refusal_reason == reason
@@ -361,7 +371,7 @@ def test_an_unknown_refusal_code_is_not_stored(world, fake_pipeline):
         route="unsupported", refused=True, refusal_code="moon_phase", refusal_reason="No.", task=None
     )
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     [diagnosis] = _diagnoses(study)
     assert diagnosis.refused and diagnosis.refusal_code == ""
     assert _reload(study).status == StudyStatus.REFUSED
@@ -370,7 +380,7 @@ def test_an_unknown_refusal_code_is_not_stored(world, fake_pipeline):
 def test_an_indeterminate_read_is_stored_unsure_without_a_percentage(world, fake_pipeline):
     fake_pipeline.result = INDETERMINATE
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     study = _reload(study)
     [diagnosis] = _diagnoses(study)
     assert diagnosis.indeterminate and diagnosis.candidates == ["bacterial_pneumonia", "viral_pneumonia"]
@@ -397,7 +407,7 @@ def test_indeterminate_wins_nothing_on_a_refusal(world, fake_pipeline):
         candidates=["normal", "viral_pneumonia"],
     )
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     [diagnosis] = _diagnoses(study)
     assert diagnosis.refused and not diagnosis.indeterminate and diagnosis.candidates == []
     assert _reload(study).status == StudyStatus.REFUSED
@@ -406,10 +416,10 @@ def test_indeterminate_wins_nothing_on_a_refusal(world, fake_pipeline):
 def test_rerunning_a_stored_unsure_read_restores_its_status(world, fake_pipeline):
     fake_pipeline.result = INDETERMINATE
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     with scopes_disabled():
         Study.objects.filter(pk=study.pk).update(status=StudyStatus.QUEUED)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     assert fake_pipeline.runs == 1
     assert _reload(study).status == StudyStatus.UNSURE
 
@@ -418,7 +428,8 @@ def test_rerunning_a_stored_unsure_read_restores_its_status(world, fake_pipeline
 def test_give_up_keeps_a_refused_or_unsure_result(world, fake_pipeline, result):
     fake_pipeline.result = result
     study = _study(world)
-    services.run_diagnosis(study.pk)
+    read_now(study)
     before = _reload(study).status
-    services.give_up(study.pk)
+    with tenant_scope(study.hospital_id):
+        services.give_up(study.pk)
     assert _reload(study).status == before != StudyStatus.FAILED

@@ -24,6 +24,7 @@ from apps.studies.models import Study, StudyStatus
 from tests.factories import make_study
 
 from .conftest import INDETERMINATE, FakeResult
+from .helpers import read_now
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def _read(world, fake_pipeline, result, django_capture_on_commit_callbacks) -> t
     fake_pipeline.result = result
     study = make_study(world.paul_record, world.alice)
     with django_capture_on_commit_callbacks(execute=True):
-        diagnosis = services.run_diagnosis(study.pk)
+        diagnosis = read_now(study)
     with scopes_disabled():
         return Study.objects.get(pk=study.pk), diagnosis
 

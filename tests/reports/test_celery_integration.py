@@ -105,7 +105,7 @@ def test_real_worker_renders_the_signed_report(worker, world):
 
     # A redelivery of the same task renders nothing new.
     _wait_until(lambda: _runs(log_path) >= 1, "the first run to be logged", proc, log_path)
-    render_report_pdf.delay(report.pk)
+    render_report_pdf.delay(hospital_id=report.hospital_id, report_id=report.pk)
     _wait_until(lambda: _runs(log_path) >= 2, "the second run", proc, log_path)
     with scopes_disabled():
         again = Report.objects.get(pk=report.pk)

@@ -176,11 +176,12 @@ def test_pdf_is_stored_encrypted(world, paul_signed):
 
 def test_task_renders_once_and_is_idempotent(world, paul_signed, media_files):
     before = set(media_files())
-    result = render_report_pdf.apply(args=[paul_signed.pk])  # the eager path, as in the embedded mode
+    ids = {"hospital_id": world.a.pk, "report_id": paul_signed.pk}
+    result = render_report_pdf.apply(kwargs=ids)  # the eager path, as in the embedded mode
     assert result.get() == PdfStatus.READY
     with scopes_disabled():
         first = Report.objects.get(pk=paul_signed.pk)
-    again = render_report_pdf.apply(args=[paul_signed.pk])
+    again = render_report_pdf.apply(kwargs=ids)
     assert again.get() == PdfStatus.READY
     with scopes_disabled():
         second = Report.objects.get(pk=paul_signed.pk)
@@ -189,11 +190,29 @@ def test_task_renders_once_and_is_idempotent(world, paul_signed, media_files):
     assert len(set(media_files()) - before) == 1, "exactly one PDF file was written"
 
 
+def _render(hospital, report_id):
+    return render_report_pdf.apply(kwargs={"hospital_id": hospital.pk, "report_id": report_id}).get()
+
+
 def test_task_ignores_drafts_and_missing_reports(world, paul_draft):
-    assert render_report_pdf.apply(args=[paul_draft.pk]).get() == "not-signed"
-    assert render_report_pdf.apply(args=[999_999]).get() == "missing"
+    assert _render(world.a, paul_draft.pk) == "nothing-to-render"
+    assert _render(world.a, 999_999) == "nothing-to-render"
     with scopes_disabled():
         assert Report.objects.get(pk=paul_draft.pk).pdf_name == ""
+
+
+def test_task_sent_for_another_hospital_finds_nothing(world, paul_signed):
+    """The task runs in the scope of the hospital it was sent: another hospital's report is not found."""
+    assert _render(world.b, paul_signed.pk) == "nothing-to-render"
+    with scopes_disabled():
+        assert Report.objects.get(pk=paul_signed.pk).pdf_name == ""
+
+
+def test_a_tenant_task_takes_keyword_ids_with_the_hospital():
+    with pytest.raises(TypeError, match="hospital_id"):
+        render_report_pdf.delay(123)
+    with pytest.raises(TypeError, match="hospital_id"):
+        render_report_pdf.delay(report_id=123)
 
 
 @pytest.fixture

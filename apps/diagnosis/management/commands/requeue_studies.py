@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.diagnosis.services import requeue_stuck_studies
+from apps.diagnosis.watchdog import requeue_stuck_studies
 
 
 class Command(BaseCommand):
