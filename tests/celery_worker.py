@@ -54,16 +54,18 @@ class Broker:
 
 
 @contextmanager
-def dedicated_broker(redis_url: str, purpose: str) -> Iterator[Broker]:
+def dedicated_broker(redis_url: str, purpose: str, *, clear: bool = True) -> Iterator[Broker]:
     """Point this process's Celery app (not eager) at ``redis_url`` with this run's own queue
-    (``CELERY_QUEUE``); the queue is deleted before and after."""
+    (``CELERY_QUEUE``); the queue is deleted before and after (``clear``; not for a broker that
+    is down on purpose)."""
     import redis
 
     from imagemedix.celery import app
 
     broker = Broker(url=redis_url, queue=run_name(purpose))
     client = redis.Redis.from_url(redis_url)
-    client.delete(broker.queue)
+    if clear:
+        client.delete(broker.queue)
     saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager", "task_default_queue")}
 
     def reset_broker_state() -> None:
@@ -82,7 +84,8 @@ def dedicated_broker(redis_url: str, purpose: str) -> Iterator[Broker]:
         for key, value in saved.items():
             app.conf[key] = value
         reset_broker_state()
-        client.delete(broker.queue)
+        if clear:
+            client.delete(broker.queue)
 
 
 @contextmanager
