@@ -9,10 +9,25 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.accounts import audit
 from apps.accounts.admin import HospitalScopedAdmin, ReadOnlyAdminMixin
 
-from .models import Diagnosis, Feedback, ModelVersion
+from .models import DeploymentChange, Diagnosis, Feedback, ModelDeployment, ModelVersion
 from .registry import activate_version
+
+
+class DeploymentChangeInline(admin.TabularInline):
+    """Who moved this version in which hospital (shadow → A/B → active, rollbacks)."""
+
+    model = DeploymentChange
+    fields = ("created_at", "hospital", "from_stage", "from_percent", "to_stage", "to_percent", "actor", "note")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(ModelVersion)
@@ -49,6 +64,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "created_at",
     )
     actions = ["make_active"]
+    inlines = [DeploymentChangeInline]
 
     @admin.display(description="test accuracy")
     def accuracy_display(self, obj: ModelVersion) -> str:
@@ -80,6 +96,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if activate:
             activate_version(obj)
+        audit.record(
+            "model.activate" if activate else "model.change",
+            hospital=None,
+            actor=request.user,
+            obj=obj,
+            request=request,
+            changed=list(form.changed_data),
+            rollout_percent=obj.rollout_percent,
+        )
 
     @admin.action(description="Make the selected version active for its task")
     def make_active(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
@@ -91,6 +116,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         for mv in chosen.values():
             activate_version(mv)
+            audit.record("model.activate", hospital=None, actor=request.user, obj=mv, request=request)
         self.message_user(request, f"Activated: {', '.join(str(mv) for mv in chosen.values())}.")
 
 
@@ -150,4 +176,36 @@ class FeedbackAdmin(ScopedReadOnlyAdmin):
     list_filter = ("hospital", "action")
     list_select_related = ("hospital", "diagnosis", "doctor")
     fields = ("hospital", "diagnosis", "doctor", "action", "corrected_label", "comment", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(ModelDeployment)
+class ModelDeploymentAdmin(ScopedReadOnlyAdmin):
+    """Which versions each hospital is trying; changed on the hospital's models page only."""
+
+    list_display = ("hospital", "task", "model_version", "stage", "rollout_percent", "updated_at")
+    list_filter = ("hospital", "task", "stage")
+    list_select_related = ("hospital", "model_version")
+    fields = ("hospital", "task", "model_version", "stage", "rollout_percent", "created_at", "updated_at")
+    readonly_fields = fields
+
+
+@admin.register(DeploymentChange)
+class DeploymentChangeAdmin(ScopedReadOnlyAdmin):
+    """The history of who changed what: every shadow start, A/B share, activation and rollback."""
+
+    list_display = ("created_at", "hospital", "model_version", "from_stage", "to_stage", "to_percent", "actor", "note")
+    list_filter = ("hospital", "to_stage")
+    list_select_related = ("hospital", "model_version", "actor")
+    fields = (
+        "created_at",
+        "hospital",
+        "model_version",
+        "from_stage",
+        "from_percent",
+        "to_stage",
+        "to_percent",
+        "actor",
+        "note",
+    )
     readonly_fields = fields

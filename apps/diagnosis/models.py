@@ -278,6 +278,117 @@ class Feedback(models.Model):
         return self.corrected_label if self.action == FeedbackAction.CORRECT else self.diagnosis.label
 
 
+class DeploymentStage(models.TextChoices):
+    """How far a hospital has taken a candidate version: shadow → A/B → active."""
+
+    SHADOW = "shadow", "Shadow (read on every study, never shown)"
+    AB = "ab", "A/B (reads a share of the studies)"
+    ACTIVE = "active", "Active in this hospital"
+
+
+class ModelDeployment(models.Model):
+    """A registered version used by one hospital beside (or instead of) the platform's active one.
+
+    * ``shadow``: it reads every study of its task after the live read is stored; the result is
+      kept as a ``ShadowResult`` and never shown to doctors or patients, nor used in reports;
+    * ``ab``: it gives the live read on ``rollout_percent`` of the hospital's studies of its task,
+      chosen deterministically per study (``registry.choose_version``);
+    * ``active``: it gives every live read of its task in this hospital.
+
+    A hospital with any A/B or active deployment of a task uses only its own split for that task
+    (the platform-wide ``ModelVersion.rollout_percent`` applies to the other hospitals). Changed
+    only by ``apps/diagnosis/deployments.py`` (history in ``DeploymentChange``, audit events).
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="model_deployments")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    task = models.CharField(max_length=10, choices=Task.choices, help_text="The version's task (for the constraints).")
+    stage = models.CharField(max_length=10, choices=DeploymentStage.choices)
+    rollout_percent = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["hospital", "task", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["hospital", "model_version"], name="one_deployment_per_hospital_version"),
+            models.UniqueConstraint(
+                fields=["hospital", "task"], condition=Q(stage="active"), name="one_hospital_active_version_per_task"
+            ),
+            models.UniqueConstraint(
+                fields=["hospital", "task"], condition=Q(stage="shadow"), name="one_shadow_version_per_task"
+            ),
+            models.CheckConstraint(
+                condition=Q(rollout_percent__lte=100), name="deployment_rollout_percent_at_most_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        share = f" {self.rollout_percent}%" if self.stage == DeploymentStage.AB else ""
+        return f"{self.model_version} at {self.hospital}: {self.get_stage_display()}{share}"
+
+
+class DeploymentChange(models.Model):
+    """One step in the history of a version in a hospital: who moved it from which stage (and
+    share) to which, when, and why. An empty stage means "not deployed"."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="deployment_changes")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployment_changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    from_stage = models.CharField(max_length=10, choices=DeploymentStage.choices, blank=True)
+    to_stage = models.CharField(max_length=10, choices=DeploymentStage.choices, blank=True)
+    from_percent = models.PositiveSmallIntegerField(default=0)
+    to_percent = models.PositiveSmallIntegerField(default=0)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        before = self.get_from_stage_display() if self.from_stage else "not deployed"
+        after = self.get_to_stage_display() if self.to_stage else "not deployed"
+        return f"{self.model_version} at {self.hospital}: {before} → {after}"
+
+
+class ShadowResult(models.Model):
+    """What a shadow version read on a study whose live read is ``diagnosis``. Never shown to
+    doctors or patients and never used in reports: only the models dashboard compares it with
+    the live read where a doctor gave a label."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="shadow_results")
+    diagnosis = models.ForeignKey(Diagnosis, on_delete=models.CASCADE, related_name="shadow_results")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="shadow_results")
+    route = models.CharField(max_length=20, choices=Modality.choices)
+    refused = models.BooleanField(default=False)
+    refusal_code = models.CharField(max_length=20, choices=RefusalCode.choices, blank=True)
+    label = models.CharField(max_length=64, blank=True)
+    probabilities = models.JSONField(default=dict, blank=True)
+    indeterminate = models.BooleanField(default=False)
+    candidates = models.JSONField(default=list, blank=True)
+    ood = models.JSONField(default=dict, blank=True)
+    timings_ms = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["diagnosis", "model_version"], name="one_shadow_result_per_version"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "refused" if self.refused else (self.label or "no label")
+        return f"Shadow read of diagnosis #{self.diagnosis_id} by {self.model_version}: {outcome}"
+
+
 class PerformanceArm(models.TextChoices):
     LIVE = "live", "Live (shown to doctors)"
     SHADOW = "shadow", "Shadow (never shown)"

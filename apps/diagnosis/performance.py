@@ -42,6 +42,7 @@ from .models import (
     ModelVersion,
     PerformanceArm,
     RefusalCode,
+    ShadowResult,
     Task,
     VersionPerformance,
 )
@@ -189,7 +190,55 @@ def compute_week(hospital_id: int, week: dt.date, now: dt.datetime) -> list[Vers
                 confidence=top_probability(read["probabilities"], read["label"]),
                 doctor_label=doctors.get(read["pk"]),
             )
+    _add_shadow(hospital_id, start, end, doctors, tallies)
     return [tally.row(hospital_id, version_id, arm, week, now) for (version_id, arm), tally in tallies.items()]
+
+
+def _add_shadow(
+    hospital_id: int,
+    start: dt.datetime,
+    end: dt.datetime,
+    doctors: dict[int, str],
+    tallies: dict[tuple[int, str], _Tally],
+) -> None:
+    """Shadow results of the live reads of the week, and how they pair with the live read on the
+    studies a doctor labelled."""
+    shadows = ShadowResult.objects.filter(
+        hospital_id=hospital_id, diagnosis__created_at__gte=start, diagnosis__created_at__lt=end
+    ).values(
+        "diagnosis_id",
+        "model_version_id",
+        "refused",
+        "label",
+        "indeterminate",
+        "probabilities",
+        "timings_ms",
+        "diagnosis__label",
+        "diagnosis__refused",
+        "diagnosis__indeterminate",
+    )
+    for shadow in shadows:
+        tally = tallies[(shadow["model_version_id"], PerformanceArm.SHADOW)]
+        tally.add_read(refused=shadow["refused"], latency=total_ms(shadow["timings_ms"]))
+        doctor = doctors.get(shadow["diagnosis_id"])
+        if shadow["refused"]:
+            continue
+        tally.add_label(
+            label=shadow["label"],
+            indeterminate=shadow["indeterminate"],
+            confidence=top_probability(shadow["probabilities"], shadow["label"]),
+            doctor_label=doctor,
+        )
+        if doctor is None:
+            continue
+        shadow_right = not shadow["indeterminate"] and shadow["label"] == doctor
+        live_right = (not shadow["diagnosis__refused"] and not shadow["diagnosis__indeterminate"]) and shadow[
+            "diagnosis__label"
+        ] == doctor
+        key = {(True, True): "both", (True, False): "shadow_only", (False, True): "live_only"}.get(
+            (shadow_right, live_right), "neither"
+        )
+        tally.paired[key] = tally.paired.get(key, 0) + 1
 
 
 def _weeks(queryset: Any, field_name: str) -> set[dt.date]:
@@ -202,7 +251,12 @@ def changed_weeks(hospital_id: int, since: dt.datetime | None) -> set[dt.date]:
     if since is None:
         return _weeks(reads, "created_at")
     feedback = Diagnosis.objects.filter(hospital_id=hospital_id, feedback__created_at__gte=since)
-    return _weeks(reads.filter(created_at__gte=since), "created_at") | _weeks(feedback, "created_at")
+    shadowed = Diagnosis.objects.filter(hospital_id=hospital_id, shadow_results__created_at__gte=since)
+    return (
+        _weeks(reads.filter(created_at__gte=since), "created_at")
+        | _weeks(feedback, "created_at")
+        | _weeks(shadowed, "created_at")
+    )
 
 
 def summarize_hospital(hospital_id: int) -> list[dt.date]:

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from .models import ModelVersion, Task
+from .models import DeploymentStage, ModelDeployment, ModelVersion, Task
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,29 @@ def study_bucket(task: str, study_id: int) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
-def choose_version(task: str, study_id: int) -> ModelVersion:
+def choose_version(task: str, study_id: int, hospital_id: int | None = None) -> ModelVersion:
     """The model version that reads ``study_id`` for ``task``.
 
     The active version, unless inactive versions of the task have a ``rollout_percent``: then
     each takes that share of studies, decided by ``study_bucket`` (the same study always gets
     the same version, and different tasks split independently).
+
+    A hospital with its own A/B or active deployments of the task (``ModelDeployment``, see
+    ``deployments.py``) uses those instead: its active version (else the platform's) and its
+    A/B shares. Call inside the hospital's tenant scope.
     """
+    if hospital_id is not None:
+        own = list(
+            ModelDeployment.objects.filter(
+                hospital_id=hospital_id, task=task, stage__in=[DeploymentStage.AB, DeploymentStage.ACTIVE]
+            ).select_related("model_version")
+        )
+        if own:
+            active = next((d.model_version for d in own if d.stage == DeploymentStage.ACTIVE), None)
+            if active is None:
+                active = ModelVersion.objects.filter(task=task, is_active=True).first()
+            challengers = [(d.model_version, d.rollout_percent) for d in own if d.stage == DeploymentStage.AB]
+            return _split(active, challengers, task, study_id)
     versions = ModelVersion.objects.filter(task=task).filter(Q(is_active=True) | Q(rollout_percent__gt=0))
     return assign_arm(list(versions), task, study_id)
 
@@ -185,12 +201,20 @@ def choose_version(task: str, study_id: int) -> ModelVersion:
 def assign_arm(versions: list[ModelVersion], task: str, study_id: int) -> ModelVersion:
     """The A/B decision of ``choose_version`` on already-fetched versions of one task."""
     active = next((mv for mv in versions if mv.is_active), None)
-    challengers = sorted((mv for mv in versions if not mv.is_active and mv.rollout_percent > 0), key=lambda m: m.pk)
+    challengers = [(mv, mv.rollout_percent) for mv in versions if not mv.is_active and mv.rollout_percent > 0]
+    return _split(active, challengers, task, study_id)
+
+
+def _split(
+    active: ModelVersion | None, challengers: list[tuple[ModelVersion, int]], task: str, study_id: int
+) -> ModelVersion:
+    """Each challenger takes its percentage of the buckets (in registry order), the active version
+    the rest."""
     if challengers:
         bucket = study_bucket(task, study_id)
         upper = 0
-        for mv in challengers:
-            upper += mv.rollout_percent
+        for mv, percent in sorted(challengers, key=lambda c: c[0].pk):
+            upper += percent
             if bucket < upper:
                 return mv
     if active is None:
@@ -198,11 +222,12 @@ def assign_arm(versions: list[ModelVersion], task: str, study_id: int) -> ModelV
     return active
 
 
-def choose_versions(study_id: int) -> dict[str, ModelVersion]:
-    """The router and both specialists for one study; registers shipped weights on first need
-    (a database migrated before the weights were added to the checkout)."""
+def choose_versions(study_id: int, hospital_id: int | None = None) -> dict[str, ModelVersion]:
+    """The router and both specialists for one study (in ``hospital_id``'s deployments, when
+    given); registers shipped weights on first need (a database migrated before the weights
+    were added to the checkout)."""
     try:
-        return {task: choose_version(task, study_id) for task in Task.values}
+        return {task: choose_version(task, study_id, hospital_id) for task in Task.values}
     except ModelNotAvailable:
         sync_shipped_models()
-        return {task: choose_version(task, study_id) for task in Task.values}
+        return {task: choose_version(task, study_id, hospital_id) for task in Task.values}

@@ -35,11 +35,14 @@ from apps.studies.storage import TamperedFileError, delete_stored, read_encrypte
 from . import engine, registry
 from .models import (
     SPECIALIST_FOR_ROUTE,
+    DeploymentStage,
     Diagnosis,
     Feedback,
     FeedbackAction,
+    ModelDeployment,
     ModelVersion,
     RefusalCode,
+    ShadowResult,
     Task,
     candidates_phrase,
     label_display,
@@ -212,7 +215,7 @@ def _fail_quietly(study_id: int, hospital_id: int, message: str) -> None:
 def _read(study: Study) -> Diagnosis | None:
     hospital_id = study.hospital_id
     try:
-        chosen = registry.choose_versions(study.pk)
+        chosen = registry.choose_versions(study.pk, hospital_id)
     except registry.ModelNotAvailable as exc:
         log.error("No active model for task %s: cannot read study %s", exc, study.pk)
         _set_status(study.pk, hospital_id, StudyStatus.FAILED, MSG_NO_MODELS)
@@ -245,7 +248,68 @@ def _read(study: Study) -> Diagnosis | None:
     except DecodeError as exc:
         _set_status(study.pk, hospital_id, StudyStatus.FAILED, f"The image could not be read for the AI read: {exc}")
         return None
-    return _store_result(study, result, router_mv, specialists)
+    diagnosis = _store_result(study, result, router_mv, specialists)
+    run_shadows(diagnosis, data, router_mv, specialists)
+    return diagnosis
+
+
+# --- Shadow reads -----------------------------------------------------------------------------
+
+
+def run_shadows(
+    diagnosis: Diagnosis, data: bytes, router_mv: ModelVersion, specialists: dict[str, ModelVersion]
+) -> list[ShadowResult]:
+    """Read the image again with each version the hospital has in shadow, after the live read is
+    stored and announced, and keep the results (``ShadowResult``), which nobody but the models
+    dashboard sees.
+
+    A specialist in shadow reads only studies the live router sent to its task; a router in
+    shadow reads every study, with the live specialists behind it. A failing shadow read is
+    logged and skipped: it never touches the live read or the study.
+    """
+    deployments = ModelDeployment.objects.filter(
+        hospital_id=diagnosis.hospital_id, stage=DeploymentStage.SHADOW
+    ).select_related("model_version")
+    live = {router_mv.pk, *(mv.pk for mv in specialists.values())}
+    stored = []
+    for deployment in deployments:
+        mv = deployment.model_version
+        if mv.pk in live:  # this study's live read already is this version's (an A/B arm)
+            continue
+        if mv.task != Task.ROUTER and SPECIALIST_FOR_ROUTE.get(diagnosis.route) != mv.task:
+            continue
+        try:
+            router = mv if mv.task == Task.ROUTER else router_mv
+            pipeline = engine.get_pipeline(
+                router, {**specialists, mv.task: mv} if mv.task != Task.ROUTER else specialists
+            )
+            stored.append(_store_shadow(diagnosis, mv, pipeline.run(data)))
+        except Exception:  # noqa: BLE001 - a shadow read must never affect the live one
+            log.exception("Shadow read of study %s by %s failed", diagnosis.study_id, mv)
+    return stored
+
+
+def _store_shadow(diagnosis: Diagnosis, mv: ModelVersion, result: PipelineResult) -> ShadowResult:
+    refused = bool(result.refused or not result.task)
+    refusal_code = (result.refusal_code or "") if refused else ""
+    route = result.route if result.route in Modality.values else Modality.UNSUPPORTED
+    shadow, _ = ShadowResult.objects.get_or_create(
+        diagnosis=diagnosis,
+        model_version=mv,
+        defaults={
+            "hospital_id": diagnosis.hospital_id,
+            "route": route,
+            "refused": refused,
+            "refusal_code": refusal_code if refusal_code in RefusalCode.values else "",
+            "label": "" if refused else (result.label or ""),
+            "probabilities": {} if refused else _json_safe(result.probabilities or {}),
+            "indeterminate": not refused and result.indeterminate,
+            "candidates": [str(c) for c in result.candidates] if not refused and result.indeterminate else [],
+            "ood": _json_safe(result.ood or {}),
+            "timings_ms": _json_safe(result.timings_ms or {}),
+        },
+    )
+    return shadow
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,21 +1,28 @@
-"""The AI read's downloads: the Grad-CAM overlay image and the study's status as JSON.
+"""The AI read's downloads (the Grad-CAM overlay image, the study's status as JSON) and the
+models dashboard.
 
 The result itself is shown on the study page (``templates/diagnosis/_result.html``, included by
-``studies:study_detail``). Both views are for the clinicians who see the study.
+``studies:study_detail``). The downloads are for the clinicians who see the study; the models
+dashboard for the hospital's admins, and read-only for its doctors.
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 
 from apps.accounts import audit
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
 from apps.studies.storage import TamperedFileError, read_encrypted
 
-from . import access
+from . import access, dashboard, deployments
+from .forms import DeploymentActionForm
+from .models import ModelVersion
 from .services import diagnosis_summary
 
 log = logging.getLogger(__name__)
@@ -76,3 +83,46 @@ def study_status(request: HttpRequest, hospital_slug: str, study_pk: int) -> Jso
     )
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+@role_required(*CLINICAL)
+def models_dashboard(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """How each model version does in this hospital, what it is trying, and drift alerts."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    return render(request, "diagnosis/models.html", dashboard.build(tenant))
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+def deployment_action(request: HttpRequest, hospital_slug: str, version_pk: str, action: str) -> HttpResponse:
+    """GET: what the step changes, and a confirmation form; POST: take the step."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    mv = get_object_or_404(ModelVersion, pk=int(version_pk))
+    form = DeploymentActionForm(request.POST or None, action=action)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                deployments.perform(
+                    action,
+                    tenant.hospital,
+                    mv,
+                    request.user,
+                    percent=form.cleaned_data.get("percent"),
+                    note=form.cleaned_data["note"],
+                    request=request,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc.messages[0])
+            else:
+                messages.success(request, f"{deployments.ACTIONS[action][0]}: done for {mv.version}.")
+                return redirect("diagnosis:models", hospital_slug=tenant.hospital.slug)
+        status = 400
+    context = {
+        "form": form,
+        "action": action,
+        "title": deployments.ACTIONS[action][0],
+        "version": mv,
+        "deployment": deployments.deployment_of(tenant.hospital, mv),
+        "live": deployments.live_version(tenant.hospital, mv.task),
+    }
+    return render(request, "diagnosis/deployment_confirm.html", context, status=status)

@@ -37,3 +37,47 @@ ROUTES = [
     Route("diagnosis:study_status", kwargs=_study_with_read, owner=("alice", 200), check=_check_status),
     Route("diagnosis:study_status", kwargs=_study_with_read, owner=("carol", 200), label="hospital admin"),
 ]
+
+
+# --- The models dashboard (learning loop): hospital admins change, doctors read. -------------
+
+
+def _candidate(w: Any) -> dict[str, Any]:
+    from tests.diagnosis.helpers import fake_version
+
+    return {"version_pk": fake_version("chest", "route-candidate").pk, "action": "shadow"}
+
+
+def _shadowed(w: Any) -> dict[str, Any]:
+    from apps.diagnosis import deployments
+    from tests.diagnosis.helpers import fake_version
+
+    mv = fake_version("chest", "route-shadowed")
+    if deployments.deployment_of(w.a, mv) is None:
+        deployments.start_shadow(w.a, mv, w.carol)
+    return {"version_pk": mv.pk, "action": "rollback"}
+
+
+def _check_rolled_back(response: Any, w: Any) -> None:
+    from django_scopes import scopes_disabled
+
+    from apps.diagnosis.models import ModelDeployment
+
+    with scopes_disabled():
+        assert not ModelDeployment.objects.filter(model_version__version="route-shadowed").exists()
+
+
+ROUTES += [
+    Route("diagnosis:models", owner=("carol", 200), unassigned_doctor=200, label="hospital admin"),
+    Route("diagnosis:models", owner=("alice", 200), unassigned_doctor=200, label="doctor, read-only"),
+    Route("diagnosis:deployment_action", kwargs=_candidate, owner=("carol", 200), unassigned_doctor=403),
+    Route(
+        "diagnosis:deployment_action",
+        method="POST",
+        kwargs=_shadowed,
+        data=lambda w: {"confirm": "on"},
+        owner=("carol", 302),
+        unassigned_doctor=403,
+        check=_check_rolled_back,
+    ),
+]

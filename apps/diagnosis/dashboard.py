@@ -1,0 +1,72 @@
+"""What the models dashboard (``/h/<slug>/models/``) shows, read from the summary tables only.
+
+Per task: the version that reads the hospital's studies, the versions it is trying (shadow, A/B)
+with their figures beside the live version's, and the registered versions it could try next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.accounts.tenancy import Tenant
+
+from . import deployments
+from .deployments import ACTIONS
+from .models import DeploymentChange, DeploymentStage, ModelDeployment, ModelVersion, PerformanceArm, Task
+from .performance import VersionSummary, version_summaries
+
+HISTORY_ROWS = 20
+
+
+@dataclass
+class TaskPanel:
+    """One task's part of the dashboard."""
+
+    task: str
+    title: str
+    live: ModelVersion | None
+    deployments: list[ModelDeployment]
+    candidates: list[ModelVersion]
+    summaries: list[VersionSummary]
+    actions: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def shadow_summaries(self) -> list[VersionSummary]:
+        return [s for s in self.summaries if s.arm == PerformanceArm.SHADOW]
+
+
+def _actions_for(stage: str | None) -> list[tuple[str, str]]:
+    return [(name, title) for name, (title, stages) in ACTIONS.items() if stage in stages]
+
+
+def build(tenant: Tenant) -> dict[str, Any]:
+    hospital = tenant.hospital
+    summaries = version_summaries(hospital.pk)
+    own = list(ModelDeployment.objects.filter(hospital=hospital).select_related("model_version"))
+    versions = list(ModelVersion.objects.all())
+    panels = []
+    for task, title in Task.choices:
+        live = deployments.live_version(hospital, task)
+        task_deployments = [d for d in own if d.task == task]
+        deployed = {d.model_version_id for d in task_deployments}
+        candidates = [mv for mv in versions if mv.task == task and mv.pk not in deployed and mv != live]
+        panel = TaskPanel(
+            task=task,
+            title=title,
+            live=live,
+            deployments=task_deployments,
+            candidates=candidates,
+            summaries=[s for s in summaries if s.model_version.task == task],
+        )
+        if tenant.is_admin:
+            panel.actions = {d.model_version_id: _actions_for(d.stage) for d in task_deployments}
+            panel.actions.update({mv.pk: _actions_for(None) for mv in candidates})
+        panels.append(panel)
+    history = DeploymentChange.objects.filter(hospital=hospital).select_related("model_version", "actor")
+    return {
+        "panels": panels,
+        "history": list(history[:HISTORY_ROWS]),
+        "may_change": tenant.is_admin,
+        "stages": DeploymentStage,
+    }
