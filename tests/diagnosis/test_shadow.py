@@ -20,7 +20,7 @@ from apps.studies.models import StudyStatus
 from tests.factories import make_study
 
 from .conftest import FakePipeline, FakeResult
-from .helpers import CHEST_LABELS, fake_version
+from .helpers import CHEST_LABELS, fake_version, read_now
 from .traffic import confident
 
 
@@ -59,7 +59,7 @@ def test_a_shadow_version_reads_every_study_but_nobody_sees_it(world, client, ca
     _shadow(world, candidate)
     study = make_study(world.paul_record, world.alice)
 
-    diagnosis = services.run_diagnosis(study.pk)
+    diagnosis = read_now(study)
 
     assert diagnosis.specialist_version.version == "v1" and diagnosis.label == "viral_pneumonia"
     assert diagnosis.bit_depth == 12
@@ -84,7 +84,7 @@ def test_a_failing_shadow_read_never_touches_the_live_read(world, candidate, pip
     study = make_study(world.paul_record, world.alice)
     engine.get_pipeline(fake_version("router", "v1"), {"chest": candidate}).error = RuntimeError("GPU on fire")
 
-    diagnosis = services.run_diagnosis(study.pk)
+    diagnosis = read_now(study)
 
     assert diagnosis is not None and diagnosis.label == "viral_pneumonia"
     with scopes_disabled():
@@ -98,8 +98,8 @@ def test_shadows_stay_in_their_hospital_and_task(world, fake_models, candidate, 
     with scopes_disabled():
         brain_candidate = fake_version("brain", "v2")
         deployments.start_shadow(world.a, brain_candidate, world.carol)
-    services.run_diagnosis(make_study(world.bea_record, world.dora).pk)  # hospital B: no shadow
-    services.run_diagnosis(make_study(world.paul_record, world.alice).pk)  # a chest study in A
+    read_now(make_study(world.bea_record, world.dora))  # hospital B: no shadow
+    read_now(make_study(world.paul_record, world.alice))  # a chest study in A
     with scopes_disabled():
         assert list(ShadowResult.objects.values_list("hospital_id", "model_version__task")) == [(world.a.pk, "chest")]
 
@@ -171,9 +171,9 @@ def test_steps_out_of_order_are_refused_with_a_reason(world, fake_models, candid
 
 def test_the_summary_pairs_shadow_and_live_reads_on_labelled_studies(world, candidate, pipelines):
     _shadow(world, candidate)
-    first = services.run_diagnosis(make_study(world.paul_record, world.alice).pk)
-    second = services.run_diagnosis(make_study(world.paul_record, world.alice).pk)
-    services.run_diagnosis(make_study(world.paul_record, world.alice).pk)  # not reviewed
+    first = read_now(make_study(world.paul_record, world.alice))
+    second = read_now(make_study(world.paul_record, world.alice))
+    read_now(make_study(world.paul_record, world.alice))  # not reviewed
     with scopes_disabled():
         services.correct_diagnosis(first, world.alice, "normal")  # the shadow was right
         services.confirm_diagnosis(second, world.alice)  # the live read was right
