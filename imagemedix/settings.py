@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "apps.diagnosis",
     "apps.reports",
     "apps.chat",
+    "apps.integration",
 ]
 
 MIDDLEWARE = [
@@ -253,6 +254,8 @@ for _i, _item in enumerate(part.strip() for part in _keys_spec.split(",") if par
 # --- Uploads ------------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=40_000_000)  # decompression-bomb guard
+# Largest STOW-RS request (all its instances together); each instance is also held to UPLOAD_MAX_BYTES.
+DICOMWEB_MAX_REQUEST_BYTES = env.int("DICOMWEB_MAX_REQUEST_BYTES", default=4 * UPLOAD_MAX_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

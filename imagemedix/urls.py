@@ -10,6 +10,7 @@ tenant_pages = [
     path("", include("apps.diagnosis.urls")),
     path("", include("apps.reports.urls")),
     path("", include("apps.chat.urls")),
+    path("", include("apps.integration.urls")),
 ]
 
 urlpatterns = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("h/<slug:hospital_slug>/", include(tenant_pages)),
     path("api/v1/auth/", include("apps.accounts.api_urls")),
     path("api/v1/h/<slug:hospital_slug>/", include("apps.studies.api_urls")),
+    path("dicomweb/h/<slug:hospital_slug>/", include("apps.integration.dicomweb_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -17,7 +17,8 @@ class TenantMiddleware:
     hospital's scope.
 
     * anonymous → redirect to login (pages); the API answers 401/403 itself (DRF authenticates
-      tokens later, inside the view, so API tenancy is resolved by ``TenantAPIMixin``);
+      tokens later, inside the view, so API tenancy is resolved by ``TenantAPIMixin``), and so
+      does DICOMweb (``apps.integration.dicomweb_views.dicomweb_endpoint``);
     * logged in but not a member of that hospital → 404, same as a hospital that does not exist;
     * ``/admin/`` runs in the admin scope (own hospitals only, everything for superusers).
     """
@@ -37,7 +38,7 @@ class TenantMiddleware:
                 return self.get_response(request)
 
         slug = match.kwargs.get("hospital_slug")
-        if slug is None or request.path_info.startswith("/api/"):
+        if slug is None or request.path_info.startswith(("/api/", "/dicomweb/")):
             return self.get_response(request)
 
         if not request.user.is_authenticated:

@@ -61,7 +61,8 @@ class PatientForm(PlainLabelsMixin, forms.ModelForm):
     class Meta:
         model = Patient
         fields = ["mrn", "given_name", "family_name", "birth_date", "sex"]
-        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"})}
+        # type=date inputs take ISO dates whatever the locale (else an initial value shows empty).
+        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")}
         labels = {"mrn": "Medical record number (MRN)"}
 
     def __init__(self, *args: Any, hospital: Hospital, **kwargs: Any) -> None:

@@ -8,7 +8,6 @@ may not see) and records an audit event whenever patient data is shown.
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -32,6 +31,7 @@ from . import access, services
 from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
 from .models import Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
+from .rendering import dicom_display_png
 from .storage import TamperedFileError, read_encrypted
 from .validation import UploadRejected, validate_upload
 
@@ -189,20 +189,6 @@ def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespo
     return render(request, "studies/study_detail.html", context)
 
 
-def _render_dicom_png(data: bytes) -> bytes:
-    """A display PNG of a DICOM study (8-bit greyscale, windowed by the pipeline's decoder)."""
-    import numpy as np
-    from PIL import Image
-
-    # Imported here: the pipeline package pulls in torch, which page-serving processes do not need.
-    from apps.diagnosis.pipeline.decode import decode_image  # noqa: PLC0415
-
-    pixels = np.asarray(decode_image(data).pixels, dtype=np.float32)
-    out = io.BytesIO()
-    Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255).round().astype("uint8"), "L").save(out, format="PNG")
-    return out.getvalue()
-
-
 @role_required(*CLINICAL)
 def study_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
@@ -219,7 +205,7 @@ def study_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespon
         )
     if study.source_format == SourceFormat.DICOM:
         try:
-            body, content_type = _render_dicom_png(data), "image/png"
+            body, content_type = dicom_display_png(data), "image/png"
         except Exception:  # noqa: BLE001 - a display problem must not become an error page
             log.exception("Could not render DICOM study %s", study.pk)
             return HttpResponse("This DICOM image cannot be displayed.", status=422, content_type="text/plain")
