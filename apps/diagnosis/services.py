@@ -379,9 +379,7 @@ def _store_result(
 ) -> Diagnosis:
     task = result.task or ""
     refused = result.refused or not task
-    route = result.route or Modality.UNSUPPORTED
-    if route not in Modality.values:
-        route = Modality.UNSUPPORTED
+    route = result.route if result.route in Modality.values else Modality.UNSUPPORTED
     refusal_code = (result.refusal_code or "") if refused else ""
     if refusal_code and refusal_code not in RefusalCode.values:
         log.warning("Study %s: unknown refusal code %r from the pipeline, stored without it", study.pk, refusal_code)
@@ -402,17 +400,17 @@ def _store_result(
     fields = {
         "hospital": study.hospital,
         "route": route,
-        "route_probabilities": _json_safe(result.route_probabilities or {}),
+        "route_probabilities": _json_safe(result.route_probabilities),
         "refused": refused,
         "refusal_code": refusal_code,
         "refusal_reason": (result.refusal_reason or ("not recognised" if refused else ""))[:500],
         "modality_warning": (result.modality_warning or "")[:500],
         "task": "" if refused else task,
         "label": "" if refused else (result.label or ""),
-        "probabilities": {} if refused else _json_safe(result.probabilities or {}),
+        "probabilities": {} if refused else _json_safe(result.probabilities),
         "indeterminate": indeterminate,
         "candidates": [str(c) for c in result.candidates] if indeterminate else [],
-        "ood": _json_safe(result.ood or {}),
+        "ood": _json_safe(result.ood),
         "bit_depth": result.bit_depth,
         "overlay_name": overlay.name if overlay else "",
         "overlay_sha256": overlay.sha256 if overlay else "",
@@ -422,7 +420,7 @@ def _store_result(
         "router_sha256": router_mv.weights_sha256,
         "specialist_version": specialist_mv,
         "specialist_sha256": specialist_mv.weights_sha256 if specialist_mv else "",
-        "timings_ms": _json_safe(result.timings_ms or {}),
+        "timings_ms": _json_safe(result.timings_ms),
     }
     try:
         with transaction.atomic():

@@ -185,6 +185,11 @@ class TwoStagePipeline:
         timings: dict[str, float] = {}
         t0 = t = time.perf_counter()
         image = self.decode(data)
+        if not np.isfinite(image.pixels).all():
+            # NaN or infinity after decoding (a DICOM whose rescale or windowing produced them):
+            # the router's probabilities would be NaN and its argmax meaningless. No stage runs.
+            timings["decode"] = timings["total"] = _ms(t)
+            return self._unreadable(image, timings)
         # One cheap area-downscale of very large images (DICOM, PNG) to the working size: the
         # models read ≤ 192 px and the display overlay ≤ 512 px, so resampling 4 megapixels
         # again in every stage would only cost time. (Large JPEGs arrive reduced by Image.draft.)
@@ -276,6 +281,29 @@ class TwoStagePipeline:
         result.overlay_png = png
         result.roi_box = box
         return result
+
+    def _unreadable(self, image: DecodedImage, timings: dict[str, float]) -> PipelineResult:
+        """The refusal of an image whose decoded pixels are not all finite numbers."""
+        return PipelineResult(
+            route="unsupported",
+            route_probabilities={},
+            refused=True,
+            refusal_code="unreadable",
+            refusal_reason=refusal_reason("unreadable", "unsupported", {}, None),
+            modality_tag=image.modality,
+            modality_warning=None,
+            task=None,
+            label=None,
+            probabilities={},
+            heatmap=None,
+            overlay_png=None,
+            roi_box=None,
+            models={"router": {"version": self.router.version, "sha256": self.router.sha256}},
+            timings_ms=timings,
+            image_size=(image.width, image.height),
+            source_format=image.source_format,
+            bit_depth=image.bit_depth,
+        )
 
 
 def refusal_code(route: str, route_probs: dict[str, float], min_confidence: float) -> str | None:
