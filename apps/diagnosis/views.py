@@ -8,8 +8,6 @@ dashboard for the hospital's admins, and read-only for its doctors.
 
 from __future__ import annotations
 
-import logging
-
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -18,14 +16,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from apps.accounts import audit
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
-from apps.studies.storage import TamperedFileError, read_encrypted
+from apps.studies.downloads import serve_encrypted
 
 from . import access, dashboard, deployments
 from .forms import DeploymentActionForm
 from .models import ModelVersion
 from .services import diagnosis_summary
-
-log = logging.getLogger(__name__)
 
 CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
 
@@ -37,30 +33,19 @@ def overlay(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResp
     diagnosis = access.get_diagnosis(tenant, study_pk)
     if not diagnosis.has_overlay:
         raise Http404("This AI read has no heatmap.")
-    try:
-        png = read_encrypted(diagnosis.overlay_name, diagnosis.overlay_sha256)
-    except (TamperedFileError, OSError):
-        log.exception("Heatmap of diagnosis %s cannot be read", diagnosis.pk)
-        audit.record(
-            "diagnosis.integrity_error", hospital=tenant.hospital, actor=request.user, obj=diagnosis, request=request
-        )
-        return HttpResponse(
-            "The stored heatmap failed its integrity check and is not shown. Please contact your administrator.",
-            status=500,
-            content_type="text/plain; charset=utf-8",
-        )
-    audit.record(
-        "diagnosis.view_overlay",
+    return serve_encrypted(
+        request,
+        stored_name=diagnosis.overlay_name,
+        stored_sha256=diagnosis.overlay_sha256,
+        what="heatmap",
+        content_type="image/png",
+        filename=f"study-{study_pk}-heatmap.png",
+        inline=True,
         hospital=tenant.hospital,
-        actor=request.user,
         obj=diagnosis,
-        request=request,
+        action="diagnosis.view_overlay",
         study=study_pk,
     )
-    response = HttpResponse(png, content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
-    response["Content-Disposition"] = f'inline; filename="study-{study_pk}-heatmap.png"'
-    return response
 
 
 @role_required(*CLINICAL)

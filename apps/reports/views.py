@@ -27,7 +27,7 @@ from apps.chat.models import Notification
 from apps.diagnosis import services as diagnosis_services
 from apps.diagnosis.models import Diagnosis
 from apps.studies.access import cares_for, get_caseload_patient, get_study
-from apps.studies.storage import TamperedFileError, read_encrypted
+from apps.studies.downloads import serve_encrypted
 
 from . import access, ai, services
 from .forms import FeedbackForm, ReportForm
@@ -211,24 +211,20 @@ def pdf(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
         context = {"report": report, "patient_view": not (tenant.is_clinical and _clinical_sees(tenant, report))}
         status = 409 if report.pdf_status == PdfStatus.FAILED else 202
         return render(request, "reports/pdf_pending.html", context, status=status)
-    try:
-        data = read_encrypted(report.pdf_name, report.pdf_sha256)
-    except (TamperedFileError, OSError):
-        log.exception("The PDF of report %s could not be read", report.pk)
-        return render(request, "reports/pdf_pending.html", {"report": report, "unreadable": True}, status=500)
-    audit.record(
-        "report.download",
+    return serve_encrypted(
+        request,
+        stored_name=report.pdf_name,
+        stored_sha256=report.pdf_sha256,
+        what="report PDF",
+        content_type="application/pdf",
+        filename=f"report-{_safe(report.patient.mrn)}-v{report.version}.pdf",
+        inline=False,
         hospital=tenant.hospital,
-        actor=request.user,
         obj=report,
-        request=request,
+        action="report.download",
+        error_page=lambda message: render(request, "reports/pdf_pending.html", {"report": report, "unreadable": True}),
         sha256=report.pdf_sha256,
     )
-    response = HttpResponse(data, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="report-{_safe(report.patient.mrn)}-v{report.version}.pdf"'
-    response["Cache-Control"] = "no-store, private"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def _clinical_sees(tenant: Any, report: Report) -> bool:

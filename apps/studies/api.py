@@ -13,7 +13,6 @@ API tokens page or with ``manage.py create_api_token <email>``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -33,6 +32,7 @@ from apps.accounts.api import TenantAPIMixin
 from apps.diagnosis.services import diagnoses_prefetch
 
 from . import access, services
+from .downloads import serve_encrypted
 from .models import Patient, Study, StudyStatus
 from .params import parse_id
 from .serializers import (
@@ -42,10 +42,7 @@ from .serializers import (
     StudySerializer,
     StudyUploadSerializer,
 )
-from .storage import TamperedFileError, read_encrypted
 from .validation import UploadRejected, validate_upload
-
-log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom"}
 
@@ -276,20 +273,20 @@ class StudyDetail(ClinicalAPIView, generics.RetrieveAPIView):
 class StudyImage(ClinicalAPIView):
     serializer_class = None
 
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse | Response:
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         study = access.get_study(self.tenant, self.kwargs["pk"])
-        try:
-            data = read_encrypted(study.file_name, study.file_sha256)
-        except (TamperedFileError, FileNotFoundError, OSError):
-            log.error("stored image of study %s is missing or failed its integrity check", study.pk)
-            self.record("study.download_failed", study)
-            return Response(
-                {"error": "The stored image failed its integrity check and was not sent. Please contact support."},
-                status=status.HTTP_409_CONFLICT,
-            )
-        self.record("study.download", study)
-        response = HttpResponse(data, content_type=CONTENT_TYPES.get(study.source_format, "application/octet-stream"))
         suffix = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}.get(study.source_format, "bin")
-        response["Content-Disposition"] = f'attachment; filename="study-{study.pk}.{suffix}"'
-        response["Cache-Control"] = "no-store"
-        return response
+        return serve_encrypted(
+            request,
+            stored_name=study.file_name,
+            stored_sha256=study.file_sha256,
+            what="image",
+            content_type=CONTENT_TYPES.get(study.source_format, "application/octet-stream"),
+            filename=f"study-{study.pk}.{suffix}",
+            inline=False,
+            hospital=self.tenant.hospital,
+            obj=study,
+            action="study.download",
+            json_errors=True,
+            via="api",
+        )

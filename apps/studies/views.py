@@ -28,11 +28,11 @@ from apps.accounts.tenancy import role_required
 from apps.diagnosis.services import latest_diagnosis
 
 from . import access, services
+from .downloads import serve_encrypted
 from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
 from .models import Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
 from .rendering import dicom_display_png
-from .storage import TamperedFileError, read_encrypted
 from .validation import UploadRejected, validate_upload
 
 log = logging.getLogger(__name__)
@@ -191,33 +191,24 @@ def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespo
 
 @role_required(*CLINICAL)
 def study_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """The study's image for the study page (a DICOM is shown as a windowed PNG)."""
     tenant = request.tenant  # type: ignore[attr-defined]
     study = access.get_study(tenant, pk)
-    try:
-        data = read_encrypted(study.file_name, study.file_sha256)
-    except (TamperedFileError, OSError):
-        log.exception("Stored image of study %s cannot be read", study.pk)
-        audit.record("study.integrity_error", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
-        return HttpResponse(
-            "The stored image failed its integrity check and is not shown. Please contact your administrator.",
-            status=409,  # the file exists but is not what was uploaded: a conflict, not a server crash
-            content_type="text/plain; charset=utf-8",
-        )
-    if study.source_format == SourceFormat.DICOM:
-        try:
-            body, content_type = dicom_display_png(data), "image/png"
-        except Exception:  # noqa: BLE001 - a display problem must not become an error page
-            log.exception("Could not render DICOM study %s", study.pk)
-            return HttpResponse("This DICOM image cannot be displayed.", status=422, content_type="text/plain")
-    else:
-        body, content_type = data, "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
-    audit.record("study.view_image", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
-    response = HttpResponse(body, content_type=content_type)
-    response["Cache-Control"] = "private, no-store"
-    response["Content-Disposition"] = (
-        f'inline; filename="study-{study.pk}.{"jpg" if content_type == "image/jpeg" else "png"}"'
+    dicom = study.source_format == SourceFormat.DICOM
+    content_type = "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
+    return serve_encrypted(
+        request,
+        stored_name=study.file_name,
+        stored_sha256=study.file_sha256,
+        what="DICOM image" if dicom else "image",
+        content_type=content_type,
+        filename=f"study-{study.pk}.{'jpg' if content_type == 'image/jpeg' and not dicom else 'png'}",
+        inline=True,
+        hospital=tenant.hospital,
+        obj=study,
+        action="study.view_image",
+        render=(lambda data: (dicom_display_png(data), "image/png")) if dicom else None,
     )
-    return response
 
 
 # --- Hospital admin pages --------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_image_download_returns_the_original(world, api):
     study = make_study(world.paul_record, world.alice, data=data)
     response = api.get(url(world, "study-image", pk=study.pk))
     assert response.status_code == 200 and response.content == data
-    assert response["Content-Type"] == "image/png" and response["Cache-Control"] == "no-store"
+    assert response["Content-Type"] == "image/png" and response["Cache-Control"] == "private, no-store"
     assert "attachment" in response["Content-Disposition"]
 
 
