@@ -282,6 +282,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "diagnosis.summarize_performance",
         "schedule": crontab(minute=7),
     },
+    # ... and drift signals with their alerts, over the seven days before each run (UTC).
+    "diagnosis-check-drift": {
+        "task": "diagnosis.check_drift",
+        "schedule": crontab(hour=2, minute=30),
+    },
 }
 
 # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking pop (BZPOPMIN): an idle

@@ -18,6 +18,7 @@ class NotificationKind(models.TextChoices):
     REPORT_SIGNED = "report_signed", "Report signed"
     NEW_MESSAGE = "new_message", "New message"
     STUDY_STATUS = "study_status", "Study status"
+    DRIFT_ALERT = "drift_alert", "AI model drift alert"
 
 
 class Notification(models.Model):

@@ -13,7 +13,16 @@ from apps.accounts.tenancy import Tenant
 
 from . import deployments
 from .deployments import ACTIONS
-from .models import DeploymentChange, DeploymentStage, ModelDeployment, ModelVersion, PerformanceArm, Task
+from .forms import AcknowledgeAlertForm
+from .models import (
+    DeploymentChange,
+    DeploymentStage,
+    DriftAlert,
+    ModelDeployment,
+    ModelVersion,
+    PerformanceArm,
+    Task,
+)
 from .performance import VersionSummary, version_summaries
 
 HISTORY_ROWS = 20
@@ -64,7 +73,10 @@ def build(tenant: Tenant) -> dict[str, Any]:
             panel.actions.update({mv.pk: _actions_for(None) for mv in candidates})
         panels.append(panel)
     history = DeploymentChange.objects.filter(hospital=hospital).select_related("model_version", "actor")
+    alerts = DriftAlert.objects.filter(hospital=hospital, acknowledged_at__isnull=True).order_by("-opened_at")
     return {
+        "alerts": list(alerts),
+        "acknowledge_form": AcknowledgeAlertForm() if tenant.is_admin else None,
         "panels": panels,
         "history": list(history[:HISTORY_ROWS]),
         "may_change": tenant.is_admin,

@@ -28,3 +28,9 @@ class DeploymentActionForm(PlainLabelsMixin, forms.Form):
             self.fields["percent"].required = True
         else:
             del self.fields["percent"]
+
+
+class AcknowledgeAlertForm(PlainLabelsMixin, forms.Form):
+    note = forms.CharField(
+        label="What was found or done (kept with the alert)", max_length=500, required=False, widget=forms.TextInput
+    )

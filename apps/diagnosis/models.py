@@ -451,6 +451,93 @@ class VersionPerformance(models.Model):
         return f"{self.model_version} at {self.hospital} ({self.arm}), week of {self.week}"
 
 
+class DriftSignal(models.TextChoices):
+    """What the daily drift check watches (definitions and thresholds: apps/diagnosis/drift.py,
+    docs/LEARNING_LOOP.md)."""
+
+    CLASS_MIX = "class_mix", "Mix of AI labels against the training data"
+    CONFIDENCE = "confidence", "Distribution of the AI's confidence"
+    DISAGREEMENT = "disagreement", "Doctors' disagreement with the AI"
+    OOD_RATE = "ood_rate", "Images unlike the training images"
+    REFUSAL_RATE = "refusal_rate", "Images the AI refused"
+    IMAGE_SIZE = "image_size", "Image size"
+    BIT_DEPTH = "bit_depth", "Bit depth"
+    MODALITY_TAGS = "modality_tags", "DICOM modality tags"
+
+
+class DriftCheck(models.Model):
+    """One drift signal of one hospital and task, computed by the daily task for the seven days
+    before ``day``: its value, the threshold it is compared with, how many reads it rests on and
+    what it was compared against. ``value`` is None when there was too little data."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="drift_checks")
+    task = models.CharField(max_length=10, choices=Task.choices)
+    signal = models.CharField(max_length=20, choices=DriftSignal.choices)
+    day = models.DateField(help_text="The check covers the seven days before this day (UTC).")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, null=True, blank=True, related_name="drift_checks"
+    )
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField()
+    n = models.PositiveIntegerField(default=0, help_text="Reads (or reviewed reads) in the window.")
+    reference = models.CharField(max_length=200, blank=True, help_text="What the window was compared against.")
+    details = models.JSONField(default=dict, blank=True)
+    crossed = models.BooleanField(default=False)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["hospital", "task", "signal", "day"]
+        constraints = [
+            models.UniqueConstraint(fields=["hospital", "task", "signal", "day"], name="one_drift_check_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        value = "not enough data" if self.value is None else f"{self.value:.3f} (threshold {self.threshold:g})"
+        return f"{self.get_signal_display()}, {self.task} at {self.hospital} on {self.day}: {value}"
+
+
+class DriftAlert(models.Model):
+    """A drift signal crossed its threshold. The hospital admins are notified once; the models
+    dashboard shows the alert until someone acknowledges it. ``cleared_at`` is set when the
+    signal is back under its threshold: only then can the same signal raise a new alert."""
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="drift_alerts")
+    task = models.CharField(max_length=10, choices=Task.choices)
+    signal = models.CharField(max_length=20, choices=DriftSignal.choices)
+    check_row = models.ForeignKey(DriftCheck, on_delete=models.SET_NULL, null=True, related_name="alerts")
+    value = models.FloatField()
+    threshold = models.FloatField()
+    message = models.CharField(max_length=500)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledgement = models.CharField(max_length=500, blank=True, help_text="What was done about it.")
+
+    objects = ScopedManager(hospital="hospital")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hospital", "task", "signal"],
+                condition=Q(cleared_at__isnull=True),
+                name="one_uncleared_drift_alert_per_signal",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Drift alert at {self.hospital}: {self.message}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.acknowledged_at is None
+
+
 #: How people read the model cards' machine labels, where the plain rewrite is not enough.
 LABEL_NAMES = {"no_tumor": "No tumour", "pituitary": "Pituitary tumour"}
 

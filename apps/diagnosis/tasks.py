@@ -21,7 +21,7 @@ from django.core.cache import cache
 from apps.accounts.models import Hospital
 from apps.accounts.tenancy import TenantTask
 
-from . import performance, services
+from . import drift, performance, services
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +93,20 @@ def summarize_performance() -> int:
 def summarize_hospital_performance(*, hospital_id: int) -> int:
     """Refresh one hospital's ``VersionPerformance`` rows; returns the number of weeks recomputed."""
     return len(performance.summarize_hospital(hospital_id))
+
+
+@shared_task(name="diagnosis.check_drift", ignore_result=True)
+def check_drift() -> int:
+    """Beat entry (daily): one ``check_hospital_drift`` task per active hospital. A platform task,
+    like ``summarize_performance``."""
+    hospital_ids = list(Hospital.objects.filter(is_active=True).values_list("pk", flat=True))
+    for hospital_id in hospital_ids:
+        check_hospital_drift.delay(hospital_id=hospital_id)
+    return len(hospital_ids)
+
+
+@shared_task(base=TenantTask, name="diagnosis.check_hospital_drift", ignore_result=True, acks_late=True)
+def check_hospital_drift(*, hospital_id: int) -> int:
+    """Today's drift checks of one hospital (alerts and notifications included); returns how many
+    signals crossed their threshold."""
+    return sum(1 for check in drift.check_hospital(hospital_id) if check.crossed)

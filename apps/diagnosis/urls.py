@@ -14,4 +14,5 @@ urlpatterns = [
         views.deployment_action,
         name="deployment_action",
     ),
+    path("models/alerts/<int:alert_pk>/acknowledge/", views.acknowledge_alert, name="acknowledge_alert"),
 ]

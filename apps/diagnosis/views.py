@@ -12,15 +12,16 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from apps.accounts import audit
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
 from apps.studies.downloads import serve_encrypted
 
-from . import access, dashboard, deployments
-from .forms import DeploymentActionForm
-from .models import ModelVersion
+from . import access, dashboard, deployments, drift
+from .forms import AcknowledgeAlertForm, DeploymentActionForm
+from .models import DriftAlert, ModelVersion
 from .services import diagnosis_summary
 
 CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
@@ -111,3 +112,17 @@ def deployment_action(request: HttpRequest, hospital_slug: str, version_pk: str,
         "live": deployments.live_version(tenant.hospital, mv.task),
     }
     return render(request, "diagnosis/deployment_confirm.html", context, status=status)
+
+
+@require_POST
+@role_required(Role.HOSPITAL_ADMIN)
+def acknowledge_alert(request: HttpRequest, hospital_slug: str, alert_pk: int) -> HttpResponse:
+    """A hospital admin has looked into a drift alert: it leaves the dashboard (audited)."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    alert = get_object_or_404(DriftAlert, pk=alert_pk, hospital=tenant.hospital)
+    form = AcknowledgeAlertForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("The note is too long (500 characters at most).", status=400, content_type="text/plain")
+    drift.acknowledge(alert, request.user, form.cleaned_data["note"], request=request)
+    messages.success(request, "Alert acknowledged.")
+    return redirect("diagnosis:models", hospital_slug=tenant.hospital.slug)

@@ -13,12 +13,13 @@ import pytest
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from apps.diagnosis.models import ModelVersion, VersionPerformance
+from apps.chat.models import Notification
+from apps.diagnosis.models import DriftAlert, ModelVersion, VersionPerformance
 from imagemedix.celery import app
 from tests.celery_worker import celery_worker, dedicated_broker
 
 from .helpers import fake_version
-from .traffic import Read, write_reads
+from .traffic import Read, Traffic, drift_registry, lung_ct_week, write_reads
 
 pytestmark = [pytest.mark.integration]
 
@@ -70,3 +71,24 @@ def test_the_scheduled_summary_runs_on_the_worker(worker, world):
 
     row = _wait_until(summarised, "the performance summary", worker)
     assert (row.reads, row.reviewed, row.agreed) == (3, 2, 1)
+
+
+def test_the_scheduled_drift_check_alerts_on_the_worker(worker, world):
+    # Five ordinary weeks and a week of lung CT instead of brain MRI, ending yesterday.
+    today = timezone.now().astimezone(dt.UTC).date()
+    start = dt.datetime.combine(today - dt.timedelta(days=42), dt.time(9), tzinfo=dt.UTC)
+    traffic = Traffic(world, drift_registry(), start)
+    for day in range(35):
+        traffic.ordinary_day(day)
+    lung_ct_week(traffic)
+
+    app.send_task(_beat_task("diagnosis.check_drift"))
+
+    def alerted():
+        with scopes_disabled():
+            signals = set(DriftAlert.objects.filter(hospital=world.a).values_list("signal", flat=True))
+        return signals if len(signals) >= 2 else None
+
+    assert _wait_until(alerted, "the drift alerts", worker) == {"refusal_rate", "modality_tags"}
+    with scopes_disabled():
+        assert Notification.objects.filter(user=world.carol, kind="drift_alert").count() == 2

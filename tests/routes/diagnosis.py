@@ -81,3 +81,24 @@ ROUTES += [
         check=_check_rolled_back,
     ),
 ]
+
+
+def _alert(w: Any) -> dict[str, Any]:
+    from apps.diagnosis.models import DriftAlert
+
+    alert = DriftAlert.objects.create(
+        hospital=w.a, task="chest", signal="class_mix", value=0.4, threshold=0.25, message="Class mix moved."
+    )
+    return {"alert_pk": alert.pk}
+
+
+ROUTES += [
+    Route(
+        "diagnosis:acknowledge_alert",
+        method="POST",
+        kwargs=_alert,
+        data=lambda w: {"note": "seen"},
+        owner=("carol", 302),
+        unassigned_doctor=403,
+    ),
+]
