@@ -302,3 +302,26 @@ def test_unique_uids_in_a_big_request(world, pacs, stow):
     assert len(items(response, REFERENCED)) == 5
     with scopes_disabled():
         assert DicomStudy.objects.get().instances.count() == 5
+
+
+def test_a_boundary_longer_than_rfc_2046_allows_is_accepted(world, pacs, stow):
+    """Orthanc's boundaries are two UUIDs (73 characters), above RFC 2046's 70."""
+    from .helpers import stow_body
+
+    body, content_type = stow_body([chest_xray_dicom()], boundary="b" * 73)
+    response = stow(None, auth=bearer(pacs.a), content_type=content_type, body=body)
+    assert response.status_code == 200
+
+
+def test_a_body_that_never_arrived_asks_for_a_content_length(client, world, pacs):
+    """A chunked body that a plain WSGI server dropped: 411 says what to change, not "malformed"."""
+    response = client.generic(
+        "POST",
+        "/dicomweb/h/st-mary/studies",
+        b"",
+        CONTENT_TYPE=RELATED_X,
+        HTTP_TRANSFER_ENCODING="chunked",
+        **bearer(pacs.a),
+    )
+    assert response.status_code == 411
+    assert "ChunkedTransfers" in response.json()["error"]
