@@ -153,7 +153,7 @@ def _store(request: HttpRequest, caller: Caller) -> HttpResponse:
     if int(declared) > limit:
         return error(413, f"The request is larger than the {limit // (1024 * 1024)} MB this server accepts.")
     body = request.read(limit + 1)
-    if not body and not request.META.get("CONTENT_LENGTH"):
+    if not body and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         # A chunked body the server in front of Django did not pass on (plain WSGI servers drop it).
         return error(411, 'Send the request with a Content-Length (in Orthanc: "ChunkedTransfers": false).')
     if len(body) > limit:
