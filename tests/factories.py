@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from typing import Any
 
 import factory
 import numpy as np
@@ -76,6 +77,55 @@ def jpeg_bytes(size: tuple[int, int] = (64, 64), seed: int = 0) -> bytes:
     arr = (rng.random((size[1], size[0])) * 255).astype("uint8")
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def dicom_bytes(
+    *,
+    bits: int = 16,
+    photometric: str = "MONOCHROME2",
+    rows: int = 64,
+    cols: int = 64,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+    modality: str = "CR",
+    pixel_bytes: bytes | None = None,
+    **attributes: Any,
+) -> bytes:
+    """A small valid single-frame greyscale DICOM (explicit VR little endian by default);
+    ``attributes`` are set on the data set as they are (``WindowCenter=40``, ``PixelSpacing=[0.2, 0.2]``)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "Test^Patient"
+    ds.PatientID = "T-1"
+    ds.Modality = modality
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = bits
+    ds.BitsStored = 12 if bits == 16 else 8
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    if pixel_bytes is None:
+        rng = np.random.default_rng(1)
+        dtype = "<u2" if bits == 16 else "u1"
+        top = 4095 if bits == 16 else 255
+        pixel_bytes = (rng.random((rows, cols)) * top).astype(dtype).tobytes()
+    ds.PixelData = pixel_bytes
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 

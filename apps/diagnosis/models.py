@@ -139,10 +139,16 @@ class Diagnosis(models.Model):
     # Bits per grey value of the uploaded image (8 for ordinary PNG/JPEG, BitsStored for DICOM): one
     # of the input-drift signals (apps/diagnosis/drift.py); None on reads stored before it was kept.
     bit_depth = models.PositiveSmallIntegerField(null=True, blank=True)
-    # The Grad-CAM overlay PNG, encrypted (sha256 of the plaintext).
+    # The Grad-CAM overlay PNG (heatmap blended over the image, for the PDF), encrypted (sha256 of
+    # the plaintext).
     overlay_name = models.CharField(max_length=300, blank=True)
     overlay_sha256 = models.CharField(max_length=64, blank=True)
     overlay_key_id = models.CharField(max_length=40, blank=True)
+    # The Grad-CAM map alone, an 8-bit greyscale PNG at the network's resolution, encrypted: the
+    # viewer colours and blends it over the image in the browser. Empty on reads stored before it.
+    heatmap_name = models.CharField(max_length=300, blank=True)
+    heatmap_sha256 = models.CharField(max_length=64, blank=True)
+    heatmap_key_id = models.CharField(max_length=40, blank=True)
     roi_box = models.JSONField(null=True, blank=True, help_text="Region of interest [x0, y0, x1, y1], image pixels.")
     router_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     router_sha256 = models.CharField(max_length=64)
@@ -231,6 +237,10 @@ class Diagnosis(models.Model):
     @property
     def has_overlay(self) -> bool:
         return bool(self.overlay_name)
+
+    @property
+    def has_heatmap(self) -> bool:
+        return bool(self.heatmap_name)
 
     @property
     def total_ms(self) -> float | None:

@@ -131,6 +131,7 @@ def diagnosis_summary(study: Study, diagnosis: Diagnosis | None = None) -> dict[
         "probabilities": diagnosis.probabilities,
         "roi_box": diagnosis.roi_box,
         "has_overlay": diagnosis.has_overlay,
+        "has_heatmap": diagnosis.has_heatmap,
         "models": {
             "router": {"version": diagnosis.router_version.version, "sha256": diagnosis.router_sha256},
             **(
@@ -393,10 +394,12 @@ def _store_result(
     else:
         specialist_mv = None
     indeterminate = not refused and result.indeterminate
+    folder = f"diagnoses/h{study.hospital_id}"
     overlay_png = None if refused else result.overlay_png
-    overlay = (
-        store_encrypted(overlay_png, folder=f"diagnoses/h{study.hospital_id}", suffix=".png") if overlay_png else None
-    )
+    heatmap_png = None if refused else result.heatmap_png
+    overlay = store_encrypted(overlay_png, folder=folder, suffix=".png") if overlay_png else None
+    heatmap = store_encrypted(heatmap_png, folder=folder, suffix=".png") if heatmap_png else None
+    stored = [blob.name for blob in (overlay, heatmap) if blob]
     fields = {
         "hospital": study.hospital,
         "route": route,
@@ -415,6 +418,9 @@ def _store_result(
         "overlay_name": overlay.name if overlay else "",
         "overlay_sha256": overlay.sha256 if overlay else "",
         "overlay_key_id": overlay.key_id if overlay else "",
+        "heatmap_name": heatmap.name if heatmap else "",
+        "heatmap_sha256": heatmap.sha256 if heatmap else "",
+        "heatmap_key_id": heatmap.key_id if heatmap else "",
         "roi_box": None if refused else _json_safe(result.roi_box),
         "router_version": router_mv,
         "router_sha256": router_mv.weights_sha256,
@@ -443,11 +449,12 @@ def _store_result(
                 )
             _announce_result(diagnosis)
     except BaseException:
-        if overlay:
-            delete_stored(overlay.name)
+        for name in stored:
+            delete_stored(name)
         raise
-    if not created and overlay:  # a concurrent run stored the same read first
-        delete_stored(overlay.name)
+    if not created:  # a concurrent run stored the same read first
+        for name in stored:
+            delete_stored(name)
     return diagnosis
 
 

@@ -1,4 +1,4 @@
-"""Pages of the diagnosis app, mounted under /h/<hospital_slug>/."""
+"""Downloads of the diagnosis app, mounted under /h/<hospital_slug>/."""
 
 from django.urls import path, re_path
 
@@ -7,6 +7,7 @@ from . import views
 app_name = "diagnosis"
 urlpatterns = [
     path("studies/<int:study_pk>/overlay.png", views.overlay, name="overlay"),
+    path("studies/<int:study_pk>/heatmap.png", views.overlay, {"layer": "heatmap"}, name="heatmap"),
     path("studies/<int:study_pk>/status.json", views.study_status, name="study_status"),
     path("models/", views.models_dashboard, name="models"),
     re_path(

@@ -1,4 +1,4 @@
-"""The AI read's downloads (the Grad-CAM overlay image, the study's status as JSON) and the
+"""The AI read's downloads (the Grad-CAM overlay and heatmap images, the study's status as JSON) and the
 models dashboard.
 
 The result itself is shown on the study page (``templates/diagnosis/_result.html``, included by
@@ -27,25 +27,36 @@ from .services import diagnosis_summary
 CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
 
 
+#: The two images of an AI read: the heatmap blended over the image (the PDF's), and the map alone
+#: (the viewer's layer, blended in the browser): stored-name and sha256 fields, file name.
+LAYERS = {
+    "overlay": ("overlay_name", "overlay_sha256", "heatmap"),
+    "heatmap": ("heatmap_name", "heatmap_sha256", "heatmap-layer"),
+}
+
+
 @role_required(*CLINICAL)
-def overlay(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
-    """The Grad-CAM heatmap overlay PNG of the study's latest AI read (decrypted, audited)."""
+def overlay(request: HttpRequest, hospital_slug: str, study_pk: int, layer: str = "overlay") -> HttpResponse:
+    """A Grad-CAM image of the study's latest AI read (decrypted, audited): the blended overlay,
+    or with ``layer="heatmap"`` the greyscale map alone."""
     tenant = request.tenant  # type: ignore[attr-defined]
     diagnosis = access.get_diagnosis(tenant, study_pk)
-    if not diagnosis.has_overlay:
+    name_field, sha_field, filename = LAYERS[layer]
+    if not getattr(diagnosis, name_field):
         raise Http404("This AI read has no heatmap.")
     return serve_encrypted(
         request,
-        stored_name=diagnosis.overlay_name,
-        stored_sha256=diagnosis.overlay_sha256,
+        stored_name=getattr(diagnosis, name_field),
+        stored_sha256=getattr(diagnosis, sha_field),
         what="heatmap",
         content_type="image/png",
-        filename=f"study-{study_pk}-heatmap.png",
+        filename=f"study-{study_pk}-{filename}.png",
         inline=True,
         hospital=tenant.hospital,
         obj=diagnosis,
         action="diagnosis.view_overlay",
         study=study_pk,
+        layer=layer,
     )
 
 

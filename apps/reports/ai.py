@@ -108,7 +108,6 @@ class AIResult:
     modality_warning: str = ""
     indeterminate: bool = False
     candidates: list[str] = field(default_factory=list)
-    roi_box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 as fractions of the image
     has_overlay: bool = False
 
     @property
@@ -134,34 +133,6 @@ class AIResult:
     @property
     def confidence_percent(self) -> int | None:
         return None if self.confidence is None else round(self.confidence * 100)
-
-    @property
-    def roi_style(self) -> str:
-        """CSS placing the ROI box over the image (percentages, so it scales with the image)."""
-        if not self.roi_box:
-            return ""
-        x0, y0, x1, y1 = self.roi_box
-        return f"left:{x0 * 100:.2f}%;top:{y0 * 100:.2f}%;width:{(x1 - x0) * 100:.2f}%;height:{(y1 - y0) * 100:.2f}%"
-
-
-def _roi_fractions(diagnosis: Diagnosis, study: Study) -> tuple[float, float, float, float] | None:
-    """The ROI box ([x0, y0, x1, y1] in image pixels) as fractions of the image; None when the
-    heatmap was not focal (no box) or the image size is unknown."""
-    box = diagnosis.roi_box
-    if not box:
-        return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        return None
-    if max(x0, y0, x1, y1) > 1.0:  # pixel coordinates: scale by the original image size
-        if not study.width or not study.height:
-            return None
-        x0, x1 = x0 / study.width, x1 / study.width
-        y0, y1 = y0 / study.height, y1 / study.height
-    x0, y0 = max(0.0, min(x0, 1.0)), max(0.0, min(y0, 1.0))
-    x1, y1 = max(x0, min(x1, 1.0)), max(y0, min(y1, 1.0))
-    return (x0, y0, x1, y1)
 
 
 def _model_version(diagnosis: Diagnosis) -> str:
@@ -204,7 +175,6 @@ def result(study: Study, diagnosis: Diagnosis | None = None) -> AIResult | None:
         modality_warning=diagnosis.modality_warning,
         indeterminate=diagnosis.indeterminate,
         candidates=[str(c) for c in diagnosis.candidates or []],
-        roi_box=_roi_fractions(diagnosis, study),
         has_overlay=diagnosis.has_overlay,
     )
 

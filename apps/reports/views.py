@@ -28,6 +28,7 @@ from apps.diagnosis import services as diagnosis_services
 from apps.diagnosis.models import Diagnosis
 from apps.studies.access import cares_for, get_caseload_patient, get_study
 from apps.studies.downloads import serve_encrypted
+from apps.studies.viewer import image_title, viewer_config, viewer_layers
 
 from . import access, ai, services
 from .forms import FeedbackForm, ReportForm
@@ -80,10 +81,8 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
         "versions": list(access.reports_of_study(study)),
         "feedback": feedback,
         "can_write": tenant.is_doctor and cares_for(request.user, study.patient),
-        "image_url": reverse("studies:study_image", args=[tenant.hospital.slug, study.pk]),
-        "overlay_url": _optional_url("diagnosis:overlay", tenant.hospital.slug, study.pk)
-        if result and result.has_overlay
-        else "",
+        "viewer": viewer_config(study, label=image_title(study)),
+        "layers": viewer_layers(study, diagnosis),
         **forms,
     }
 

@@ -143,6 +143,12 @@ class Study(models.Model):
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     dicom_modality = models.CharField(max_length=16, blank=True, help_text="DICOM (0008,0060) tag, if any.")
+    dicom_display = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the viewer needs from a DICOM file: windows, pixel spacing, stored value range "
+        "(apps/studies/dicom.py).",
+    )
     # The encrypted file (see apps/studies/storage.py). sha256 is of the plaintext.
     file_name = models.CharField(max_length=300)
     file_sha256 = models.CharField(max_length=64)

@@ -111,6 +111,7 @@ def submit_study(
                 width=upload.width,
                 height=upload.height,
                 dicom_modality=upload.dicom_modality,
+                dicom_display=upload.dicom_display,
                 file_name=blob.name,
                 file_sha256=blob.sha256,
                 file_key_id=blob.key_id,

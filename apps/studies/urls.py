@@ -12,6 +12,7 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("studies/<int:pk>/", views.study_detail, name="study_detail"),
     path("studies/<int:pk>/image/", views.study_image, name="study_image"),
+    path("studies/<int:pk>/image/values.png", views.study_image, {"rendition": "values"}, name="study_image_values"),
     path("audit/", views.audit_log, name="audit_log"),
     path("admin-tools/members/", views.members, name="members"),
     path("admin-tools/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),

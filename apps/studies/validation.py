@@ -23,11 +23,13 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .dicom import display_attributes
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -67,6 +69,8 @@ class ValidatedUpload:
     width: int
     height: int
     dicom_modality: str = ""
+    #: What the viewer needs from a DICOM file (``apps.studies.dicom.display_attributes``).
+    dicom_display: dict = field(default_factory=dict)
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -195,14 +199,21 @@ def _validate_dicom(data: bytes) -> ValidatedUpload:
     try:
         # Full decode, as for PNG/JPEG: compressed pixel data must really decode here (and a
         # compression this server has no decoder for is refused now rather than failing later).
-        full.pixel_array  # noqa: B018 - decoding is the check
+        pixels = full.pixel_array  # decoding is the check
     except Exception as exc:  # noqa: BLE001 - hostile input; report, never crash
         raise UploadRejected(
             f"The DICOM image data cannot be decoded ({_short(exc)}). "
             "Please export the image uncompressed or as baseline JPEG."
         ) from None
     modality = str(ds.get("Modality", "") or "")[:16]
-    return ValidatedUpload(data=data, source_format="dicom", width=cols, height=rows, dicom_modality=modality)
+    return ValidatedUpload(
+        data=data,
+        source_format="dicom",
+        width=cols,
+        height=rows,
+        dicom_modality=modality,
+        dicom_display=display_attributes(full, pixels),
+    )
 
 
 def _check_grey_level_values(ds) -> None:  # noqa: ANN001 - pydicom Dataset

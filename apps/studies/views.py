@@ -9,6 +9,7 @@ may not see) and records an audit event whenever patient data is shown.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from django.contrib import messages
@@ -28,12 +29,14 @@ from apps.accounts.tenancy import role_required
 from apps.diagnosis.services import latest_diagnosis
 
 from . import access, services
+from .dicom import values_png
 from .downloads import serve_encrypted
 from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
 from .models import Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
 from .rendering import dicom_display_png
 from .validation import UploadRejected, validate_upload
+from .viewer import image_title, viewer_config, viewer_layers
 
 log = logging.getLogger(__name__)
 
@@ -185,29 +188,49 @@ def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespo
     tenant = request.tenant  # type: ignore[attr-defined]
     study = access.get_study(tenant, pk)
     audit.record("study.view", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
-    context = {"study": study, "patient": study.patient, "diagnosis": latest_diagnosis(study)}
+    diagnosis = latest_diagnosis(study)
+    context = {
+        "study": study,
+        "patient": study.patient,
+        "diagnosis": diagnosis,
+        "viewer": viewer_config(study, label=image_title(study)),
+        "layers": viewer_layers(study, diagnosis),
+    }
     return render(request, "studies/study_detail.html", context)
 
 
+def _stored_values(data: bytes, *, stored_min: int) -> tuple[bytes, str]:
+    return values_png(data, stored_min), "image/png"
+
+
 @role_required(*CLINICAL)
-def study_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    """The study's image for the study page (a DICOM is shown as a windowed PNG)."""
+def study_image(request: HttpRequest, hospital_slug: str, pk: int, rendition: str = "display") -> HttpResponse:
+    """The study's image for the study page (a DICOM is shown as a windowed PNG), or with
+    ``rendition="values"`` a greyscale DICOM's stored pixel values, packed losslessly for the
+    viewer's window/level (``apps.studies.dicom.values_png``; 404 for images that have none)."""
     tenant = request.tenant  # type: ignore[attr-defined]
     study = access.get_study(tenant, pk)
     dicom = study.source_format == SourceFormat.DICOM
     content_type = "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
+    render = (lambda data: (dicom_display_png(data), "image/png")) if dicom else None
+    filename = f"study-{study.pk}.{'jpg' if content_type == 'image/jpeg' and not dicom else 'png'}"
+    if rendition == "values":
+        if "stored_min" not in study.dicom_display:
+            raise Http404("This image has no stored pixel values to window.")
+        render = partial(_stored_values, stored_min=study.dicom_display["stored_min"])
+        filename = f"study-{study.pk}-values.png"
     return serve_encrypted(
         request,
         stored_name=study.file_name,
         stored_sha256=study.file_sha256,
         what="DICOM image" if dicom else "image",
         content_type=content_type,
-        filename=f"study-{study.pk}.{'jpg' if content_type == 'image/jpeg' and not dicom else 'png'}",
+        filename=filename,
         inline=True,
         hospital=tenant.hospital,
         obj=study,
         action="study.view_image",
-        render=(lambda data: (dicom_display_png(data), "image/png")) if dicom else None,
+        render=render,
     )
 
 

@@ -9,8 +9,9 @@
  *   "Not read by the AI"…), class status-<status>.
  * - [data-study-message="<id>"]: text = the status message.
  * - #notif-count: the unread count.
- * - [data-live-reload-on-done="<id>"]: when that study finishes, #study-result is re-fetched
- *   (or the page reloads).
+ * - [data-live-reload-on-done="<id>"]: when that study finishes, the page is re-fetched and its
+ *   #study-result and [data-live-swap] elements swapped in (or the page reloads); the
+ *   "imagemedix:study-result" event on document then tells other scripts.
  * All text goes in with textContent, never as HTML.
  */
 (function () {
@@ -106,6 +107,8 @@
     }
   }
 
+  // Re-fetch the page and swap in the fresh #study-result and every [data-live-swap] element
+  // (by id), then tell the page's scripts (the viewer adds the AI heatmap layer).
   function refreshStudyResult() {
     var current = document.getElementById("study-result");
     if (!current || !window.fetch || !window.DOMParser) {
@@ -121,15 +124,27 @@
       })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
-        var fresh = doc.getElementById("study-result");
-        if (!fresh) {
+        if (!doc.getElementById("study-result")) {
           throw new Error("no #study-result");
         }
-        current.replaceWith(document.importNode(fresh, true));
+        swapFrom(doc, current);
+        each("[data-live-swap]", function (el) {
+          if (el.id) {
+            swapFrom(doc, el);
+          }
+        });
+        document.dispatchEvent(new CustomEvent("imagemedix:study-result"));
       })
       .catch(function () {
         window.location.reload();
       });
+  }
+
+  function swapFrom(doc, current) {
+    var fresh = doc.getElementById(current.id);
+    if (fresh) {
+      current.replaceWith(document.importNode(fresh, true));
+    }
   }
 
   function addToList(n) {

@@ -3,7 +3,7 @@ Celery worker as separate processes, PostgreSQL, Redis as broker and channels-re
 
 The acceptance flow of the clinical workflow, as a person would do it: a doctor logs in, sees her
 caseload, uploads a chest X-ray and watches it go from queued to done without reloading; she
-reviews the heatmap (opacity slider, ROI toggle), confirms the AI label and signs the report; the
+reviews it in the viewer with the heatmap layer, confirms the AI label and signs the report; the
 Celery worker renders the PDF. The patient logs in, reads the signed report, downloads the PDF and
 messages the doctor, whose open conversation shows the message live.
 """
@@ -210,19 +210,18 @@ def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats
     message = page.locator("[data-study-message]").first.inner_text()
     assert "status-done" in status.get_attribute("class"), f"study failed: {message}\n{worker_log[-3000:]}"
 
-    # Review: image and heatmap side by side, opacity slider, ROI toggle, bars, the notice.
+    # Review: the image in the viewer with the heatmap as a layer, bars, the notice.
     page.goto(study_url.rstrip("/") + "/review/")
     assert "assistive, not a diagnosis" in page.content()
-    page.wait_for_selector("#overlay-img", state="visible")
+    viewer = page.locator("#viewer-review")
+    page.wait_for_selector("#viewer-review[data-ready=true][data-heatmap-ready=true]")
     assert page.locator(".prob-bars li").count() == 3  # normal / bacterial / viral
     assert "chest-" in page.locator(".model-version").inner_text()
-    page.locator("#overlay-opacity").fill("20")
-    assert page.evaluate("getComputedStyle(document.getElementById('overlay-img')).opacity") == "0.2"
-    if page.locator("#roi-toggle").count():
-        page.uncheck("#roi-toggle")
-        assert not page.locator("#roi-box").is_visible()
-        page.check("#roi-toggle")
-        assert page.locator("#roi-box").is_visible()
+    assert viewer.get_attribute("data-heatmap") == "off"  # the doctor looks at the image first
+    page.check("#viewer-review-heatmap")
+    page.locator("#viewer-review-opacity").fill("20")
+    assert viewer.get_attribute("data-heatmap") == "on"
+    assert "AI heatmap on at 20 %" in viewer.locator(".viewer-status").inner_text()
 
     # Confirm the AI label, then write and sign the report.
     page.check("#id_action_0")

@@ -17,7 +17,7 @@ from apps.diagnosis import engine
 from apps.diagnosis.models import ModelVersion
 from apps.diagnosis.pipeline.core import PipelineResult
 
-from .helpers import CHEST_LABELS, fake_version, overlay_png
+from .helpers import CHEST_LABELS, fake_version, heatmap_png, overlay_png
 
 
 @pytest.fixture
@@ -43,6 +43,7 @@ def FakeResult(**fields: Any) -> PipelineResult:  # noqa: N802 - reads like the 
         "probabilities": {"normal": 0.1, "bacterial_pneumonia": 0.2, "viral_pneumonia": 0.7},
         "heatmap": None,
         "overlay_png": overlay_png(),
+        "heatmap_png": heatmap_png(),
         "roi_box": (3, 4, 20, 25),
         "models": {},
         "timings_ms": {"decode": 1.5, "router": 4.0, "specialist": 8.0},
@@ -62,6 +63,7 @@ REFUSED = FakeResult(
     label=None,
     probabilities={},
     overlay_png=None,
+    heatmap_png=None,
     roi_box=None,
 )
 

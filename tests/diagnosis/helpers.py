@@ -57,6 +57,16 @@ def overlay_png(size: tuple[int, int] = (32, 32)) -> bytes:
     return buf.getvalue()
 
 
+def heatmap_png(size: tuple[int, int] = (6, 6)) -> bytes:
+    """A Grad-CAM map as the pipeline stores it: 8-bit greyscale at the network's resolution,
+    hottest in the top-left corner."""
+    ys, xs = np.mgrid[0 : size[1], 0 : size[0]]
+    levels = (255 * (1 - (xs + ys) / (size[0] + size[1] - 2))).round().astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(levels, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 #: An indeterminate chest read: the specialist hesitates between bacterial and viral pneumonia.
 UNSURE_PROBABILITIES = {"normal": 0.04, "bacterial_pneumonia": 0.49, "viral_pneumonia": 0.47}
 
@@ -85,6 +95,7 @@ def make_diagnosis(
             probs = {k: (0.8 if k == label else 0.1) for k in CHEST_LABELS}
         folder = f"diagnoses/h{study.hospital_id}"
         blob = None if refused else store_encrypted(overlay_png(), folder=folder, suffix=".png")
+        heat = None if refused else store_encrypted(heatmap_png(), folder=folder, suffix=".png")
         return Diagnosis.objects.create(
             hospital_id=study.hospital_id,
             study=study,
@@ -101,6 +112,9 @@ def make_diagnosis(
             overlay_name=blob.name if blob else "",
             overlay_sha256=blob.sha256 if blob else "",
             overlay_key_id=blob.key_id if blob else "",
+            heatmap_name=heat.name if heat else "",
+            heatmap_sha256=heat.sha256 if heat else "",
+            heatmap_key_id=heat.key_id if heat else "",
             roi_box=None if refused or indeterminate else [4, 4, 20, 20],
             router_version=router,
             router_sha256=router.weights_sha256,

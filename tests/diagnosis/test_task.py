@@ -26,7 +26,7 @@ from apps.studies.storage import read_encrypted
 from tests.factories import make_study, png_bytes
 
 from .conftest import INDETERMINATE, REFUSED, FakeResult
-from .helpers import fake_version, read_now, task_ids
+from .helpers import fake_version, heatmap_png, read_now, task_ids
 
 
 def _study(world) -> Study:
@@ -74,8 +74,9 @@ def test_task_stores_the_result_and_moves_the_status(
     assert diagnosis.specialist_version == versions[1]["chest"]
     assert diagnosis.specialist_sha256 == versions[1]["chest"].weights_sha256
     assert diagnosis.timings_ms["specialist"] == 8.0
-    # the overlay is stored encrypted and reads back
+    # the overlay and the heatmap alone are stored encrypted and read back
     assert read_encrypted(diagnosis.overlay_name, diagnosis.overlay_sha256).startswith(b"\x89PNG")
+    assert read_encrypted(diagnosis.heatmap_name, diagnosis.heatmap_sha256) == heatmap_png()
     with scopes_disabled():
         assert AuditEvent.objects.filter(action="diagnosis.create", object_id=str(diagnosis.pk)).exists()
 

@@ -41,6 +41,7 @@ CT_REFUSAL = FakeResult(
     label=None,
     probabilities={},
     overlay_png=None,
+    heatmap_png=None,
     roi_box=None,
 )
 
@@ -152,6 +153,7 @@ def test_study_page_of_a_confident_read_keeps_its_percentage_and_legend(
                 refusal_reason=OOD_REASON,
                 task="brain",
                 overlay_png=None,
+                heatmap_png=None,
                 roi_box=None,
             ),
             OOD_REASON,
@@ -172,7 +174,8 @@ def test_a_refused_study_is_never_shown_as_ready(
     assert reason in html  # the pipeline's words, on the result card
     assert f"Not read by the AI: {reason[0].lower()}{reason[1:].rstrip('.')}" in html  # the status message
     assert f'data-refusal-code="{result.refusal_code}"' in html and f"Reason: {code_display}" in html
-    assert "ai-label" not in html and "prob-bar" not in html and "Heatmap colours" not in html
+    assert "ai-label" not in html and "prob-bar" not in html
+    assert '{"heatmapUrl": "", "roi": null}' in html  # the viewer has no heatmap layer to offer
 
     # The lists of studies say the same.
     for name, kwargs in (("studies:patient_detail", {"pk": world.paul_record.pk}), ("studies:caseload", {})):

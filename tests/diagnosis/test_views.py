@@ -11,6 +11,7 @@ from django.urls import reverse
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import AuditEvent
+from apps.diagnosis.models import Diagnosis
 from apps.diagnosis.services import latest_diagnosis
 from tests.factories import make_study
 
@@ -32,9 +33,20 @@ def test_partial_shows_every_class_with_bars_versions_and_the_notice(world):
     bars = re.findall(r'class="prob-bar[^"]*"[^>]*><span class="fill" style="width: ([\d.]+)%"', html)
     assert sorted(bars) == ["10.0", "10.0", "80.0"]
     assert "80.0%" in html and "10.0%" in html
-    assert _url("overlay", study) in html
+    # The heatmap is the viewer's layer (templates/studies/_viewer.html), not a second picture.
+    assert "a layer of the image viewer" in html and _url("overlay", study) not in html
     assert "test-fixture" in html  # model versions
     assert "specialist 9 ms" in html
+
+
+def test_partial_shows_the_blended_overlay_of_a_read_stored_before_the_heatmap_layer(world):
+    study = make_study(world.paul_record, world.alice)
+    with scopes_disabled():
+        Diagnosis.objects.filter(pk=make_diagnosis(study).pk).update(heatmap_name="", heatmap_sha256="")
+        html = render_to_string(
+            "diagnosis/_result.html", {"study": study, "diagnosis": latest_diagnosis(study), "hospital": world.a}
+        )
+    assert _url("overlay", study) in html and "a layer of the image viewer" not in html
 
 
 def test_partial_shows_a_refusal_plainly(world):

@@ -57,6 +57,9 @@ def _check_read(result, expected_route, expected_task, size):
     assert result.heatmap is not None and result.heatmap.min() >= 0 and result.heatmap.max() <= 1.0001
     overlay = Image.open(io.BytesIO(result.overlay_png))
     assert overlay.mode == "RGB" and overlay.size == (result.heatmap.shape[1], result.heatmap.shape[0])
+    # The map alone, at the network's resolution: 8-bit grey, min-max scaled (hottest pixel 255).
+    heat = np.asarray(Image.open(io.BytesIO(result.heatmap_png)))
+    assert heat.ndim == 2 and max(heat.shape) <= 16 and heat.max() in (0, 255)
     assert result.image_size == size
     if result.roi_box is not None:  # drawn only around one focal region (cam.focal_box)
         x0, y0, x1, y1 = result.roi_box

@@ -1,7 +1,7 @@
 """Upload validation (apps.studies.validation) at unit level: every hostile or broken file is
 refused with a message a clinician can read, and good PNG, JPEG and DICOM files pass.
 
-The builders here (``BAD_FILES``, ``good_dicom``...) are reused by tests/portal/test_uploads.py,
+The builders here (``BAD_FILES``, ``dicom_bytes``...) are reused by tests/portal/test_uploads.py,
 which sends the same files through the upload page and the API.
 """
 
@@ -17,7 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from apps.studies.validation import UploadRejected, ValidatedUpload, validate_image_bytes, validate_upload
-from tests.factories import jpeg_bytes, png_bytes
+from tests.factories import dicom_bytes, jpeg_bytes, png_bytes
 
 # --- builders ---------------------------------------------------------------------------------------
 
@@ -42,54 +42,9 @@ def tiff_bytes() -> bytes:
     return buf.getvalue()
 
 
-def good_dicom(
-    *,
-    bits: int = 16,
-    photometric: str = "MONOCHROME2",
-    rows: int = 64,
-    cols: int = 64,
-    transfer_syntax: str = "1.2.840.10008.1.2.1",
-    modality: str = "CR",
-    pixel_bytes: bytes | None = None,
-) -> bytes:
-    """A small valid single-frame greyscale DICOM (explicit VR little endian by default)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = "Test^Patient"
-    ds.PatientID = "T-1"
-    ds.Modality = modality
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = bits
-    ds.BitsStored = 12 if bits == 16 else 8
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 0
-    if pixel_bytes is None:
-        rng = np.random.default_rng(1)
-        dtype = "<u2" if bits == 16 else "u1"
-        top = 4095 if bits == 16 else 255
-        pixel_bytes = (rng.random((rows, cols)) * top).astype(dtype).tobytes()
-    ds.PixelData = pixel_bytes
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def dicom_with_exe_preamble() -> bytes:
     """The "PE-DICOM" polyglot: a Windows executable header in the 128-byte preamble."""
-    data = good_dicom()
+    data = dicom_bytes()
     preamble = (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\x00" * 46 + b"PE\x00\x00").ljust(
         128, b"\x00"
     )
@@ -105,16 +60,16 @@ def dicom_unsupported_syntax() -> bytes:
     from pydicom.encaps import encapsulate
 
     # JPEG 2000 lossless: not on the allow-list.
-    return good_dicom(transfer_syntax="1.2.840.10008.1.2.4.90", pixel_bytes=encapsulate([b"\xff\x4f" + b"\x00" * 30]))
+    return dicom_bytes(transfer_syntax="1.2.840.10008.1.2.4.90", pixel_bytes=encapsulate([b"\xff\x4f" + b"\x00" * 30]))
 
 
 def dicom_too_many_pixels() -> bytes:
     """A header claiming 10000×10000 pixels (100 megapixels) over a few bytes of data."""
-    return good_dicom(rows=10000, cols=10000, pixel_bytes=b"\x00" * 64)
+    return dicom_bytes(rows=10000, cols=10000, pixel_bytes=b"\x00" * 64)
 
 
 def dicom_truncated_pixels() -> bytes:
-    data = good_dicom(rows=128, cols=128)
+    data = dicom_bytes(rows=128, cols=128)
     return data[: len(data) - 128 * 128]  # cut off half of the 32 KB of pixel data
 
 
@@ -140,9 +95,9 @@ BAD_FILES = {
 GOOD_FILES = {
     "png": (lambda: png_bytes((96, 80)), "chest.png", "png", (96, 80)),
     "jpeg": (lambda: jpeg_bytes((96, 80)), "chest.jpg", "jpeg", (96, 80)),
-    "dicom_16bit_monochrome2": (lambda: good_dicom(bits=16, photometric="MONOCHROME2"), "ct.dcm", "dicom", (64, 64)),
+    "dicom_16bit_monochrome2": (lambda: dicom_bytes(bits=16, photometric="MONOCHROME2"), "ct.dcm", "dicom", (64, 64)),
     "dicom_8bit_monochrome1": (
-        lambda: good_dicom(bits=8, photometric="MONOCHROME1", rows=48, cols=40),
+        lambda: dicom_bytes(bits=8, photometric="MONOCHROME1", rows=48, cols=40),
         "cr.dcm",
         "dicom",
         (40, 48),
@@ -188,24 +143,24 @@ def test_over_size_file_is_refused_before_decoding(settings):
 def test_pixel_limit_follows_the_setting(settings):
     settings.UPLOAD_MAX_PIXELS = 50 * 50
     assert "megapixel" in _refusal(png_bytes((64, 64))) or "limit" in _refusal(png_bytes((64, 64)))
-    assert "limit" in _refusal(good_dicom(rows=64, cols=64))
+    assert "limit" in _refusal(dicom_bytes(rows=64, cols=64))
 
 
 def test_extension_does_not_decide_the_format():
     """A real PNG named .dcm is a PNG; a DICOM named .png is a DICOM."""
     assert validate_upload(SimpleUploadedFile("odd.dcm", png_bytes())).source_format == "png"
-    assert validate_upload(SimpleUploadedFile("odd.png", good_dicom())).source_format == "dicom"
+    assert validate_upload(SimpleUploadedFile("odd.png", dicom_bytes())).source_format == "dicom"
 
 
 def test_elf_preamble_is_refused_too():
-    data = good_dicom()
+    data = dicom_bytes()
     assert "preamble" in _refusal(b"\x7fELF" + b"\x00" * 124 + data[128:])
 
 
 def test_dicom_without_pixel_data_is_refused():
     from pydicom import dcmread
 
-    ds = dcmread(io.BytesIO(good_dicom()))
+    ds = dcmread(io.BytesIO(dicom_bytes()))
     del ds.PixelData
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -216,7 +171,7 @@ def test_dicom_with_undecodable_compressed_pixels_is_refused():
     """JPEG Baseline is on the allow-list, so its pixel data must actually decode."""
     from pydicom.encaps import encapsulate
 
-    data = good_dicom(bits=8, transfer_syntax="1.2.840.10008.1.2.4.50", pixel_bytes=encapsulate([b"\xff\xd8garbage"]))
+    data = dicom_bytes(bits=8, transfer_syntax="1.2.840.10008.1.2.4.50", pixel_bytes=encapsulate([b"\xff\xd8garbage"]))
     message = _refusal(data)
     assert "DICOM" in message
 
@@ -249,7 +204,7 @@ def test_jpeg_baseline_dicom_is_accepted():
 
     buf = io.BytesIO()
     Image.fromarray(np.full((32, 48), 100, dtype="uint8"), "L").save(buf, format="JPEG")
-    data = good_dicom(
+    data = dicom_bytes(
         bits=8, rows=32, cols=48, transfer_syntax="1.2.840.10008.1.2.4.50", pixel_bytes=encapsulate([buf.getvalue()])
     )
     assert validate_image_bytes(data).source_format == "dicom"
@@ -272,10 +227,10 @@ def test_truncation_is_caught_even_when_another_library_relaxed_pillow(monkeypat
 
 
 def dicom_with(**attributes: object) -> bytes:
-    """``good_dicom()`` with rescale/window attributes set (strings are written as they are)."""
+    """``dicom_bytes()`` with rescale/window attributes set (strings are written as they are)."""
     from pydicom import dcmread
 
-    ds = dcmread(io.BytesIO(good_dicom()))
+    ds = dcmread(io.BytesIO(dicom_bytes()))
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     buf = io.BytesIO()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django_scopes import scopes_disabled
 
 from apps.reports import services
+from tests.diagnosis.helpers import heatmap_png
 
 
 def write_report(
@@ -68,6 +69,7 @@ def make_diagnosis(study, *, refused=False, modality_warning="", refusal_code=""
                 versions_key=f"{router.pk}:-",
             )
         overlay = store_encrypted(_overlay_png(), folder=f"diagnoses/h{study.hospital_id}", suffix=".png")
+        heat = store_encrypted(heatmap_png(), folder=f"diagnoses/h{study.hospital_id}", suffix=".png")
         return Diagnosis.objects.create(
             hospital_id=study.hospital_id,
             study=study,
@@ -85,6 +87,9 @@ def make_diagnosis(study, *, refused=False, modality_warning="", refusal_code=""
             overlay_name=overlay.name,
             overlay_sha256=overlay.sha256,
             overlay_key_id=overlay.key_id,
+            heatmap_name=heat.name,
+            heatmap_sha256=heat.sha256,
+            heatmap_key_id=heat.key_id,
             roi_box=None if indeterminate else [8, 16, 40, 48],
             router_version=router,
             router_sha256=router.weights_sha256,

@@ -4,6 +4,7 @@ result carried into the signed report, its PDF and the history timeline."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from django.urls import reverse
@@ -24,13 +25,22 @@ def url(name, *args):
     return reverse(name, args=["st-mary", *args])
 
 
+def _json_script(html: str, element_id: str) -> dict:
+    start = html.index(f'<script id="{element_id}" type="application/json">')
+    start = html.index(">", start) + 1
+    return json.loads(html[start : html.index("</script>", start)])
+
+
 def test_review_shows_heatmap_probabilities_and_model(client, world, paul_study, paul_diagnosis):
     client.force_login(world.alice)
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
-    assert url("diagnosis:overlay", paul_study.pk) in html and url("studies:study_image", paul_study.pk) in html
-    assert 'id="overlay-opacity"' in html and 'id="roi-toggle"' in html
-    # ROI box [8, 16, 40, 48] on a 64×64 image, as percentages of the image.
-    assert "left:12.50%;top:25.00%;width:50.00%;height:50.00%" in html
+    config = _json_script(html, "viewer-review-config")
+    assert config["imageUrl"] == url("studies:study_image", paul_study.pk)
+    assert config["width"] == 64 and config["height"] == 64 and config["pixelSpacing"] is None
+    # The heatmap is the viewer's layer, with the ROI box [8, 16, 40, 48] in image pixels.
+    layers = _json_script(html, "viewer-review-layers")
+    assert layers == {"heatmapUrl": url("diagnosis:heatmap", paul_study.pk), "roi": [8, 16, 40, 48]}
+    assert "data-heatmap-toggle" in html and "data-heatmap-opacity" in html and "more influence on the AI label" in html
     for name, pct in (("Viral pneumonia", 70), ("Bacterial pneumonia", 20), ("Normal", 10)):
         assert name in html and f"{pct}%" in html
     assert "70% confidence" in html

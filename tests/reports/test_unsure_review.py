@@ -55,9 +55,8 @@ def test_review_shows_the_unsure_wording_and_no_percentage_for_it(client, world,
     # The bars stay (for reference), but none is marked as the AI's pick.
     assert "49%" in html and "47%" in html
     assert '<li class="top">' not in html and html.count('<li class="candidate">') == 2
-    # The heatmap is shown with its colour scale; no ROI box or toggle (the map is not focal).
-    assert 'id="overlay-opacity"' in html
-    assert 'id="roi-toggle"' not in html and 'id="roi-box"' not in html and "region of interest" not in html
+    # The heatmap is a layer of the viewer with its colour scale; no ROI box (the map is not focal).
+    assert f'{{"heatmapUrl": "{url("diagnosis:heatmap", paul_study.pk)}", "roi": null}}' in html
     assert "Heatmap colours:" in html and "more influence on the AI label" in html
 
 
@@ -146,7 +145,7 @@ def test_confident_pdf_shows_the_heatmap_colour_scale(world, paul_study, paul_di
 def test_review_of_a_confident_read_has_the_scale_and_the_roi_box(client, world, paul_study, paul_diagnosis):
     client.force_login(world.alice)
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
-    assert "more influence on the AI label" in html and 'id="roi-toggle"' in html
+    assert "more influence on the AI label" in html and '"roi": [8, 16, 40, 48]' in html
     assert "The AI suggests <strong>Viral pneumonia</strong>. Do you agree?" in html
     assert "AI unsure" not in html
 
@@ -157,7 +156,7 @@ def test_review_shows_the_refusal_code(client, world, paul_study):
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
     assert "The AI did not read this image." in html and "it looks like a photograph" in html
     assert 'data-refusal-code="other_modality"' in html and "Reason: Not a chest X-ray or brain MRI" in html
-    assert "Heatmap colours" not in html
+    assert '{"heatmapUrl": "", "roi": null}' in html  # no heatmap layer
 
 
 def test_timeline_shows_the_unsure_wording_without_a_percentage(client, world, paul_study, unsure_diagnosis):

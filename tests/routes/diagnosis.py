@@ -1,4 +1,4 @@
-"""Diagnosis routes: the Grad-CAM overlay download and the study status JSON.
+"""Diagnosis routes: the Grad-CAM overlay and heatmap downloads and the study status JSON.
 
 Both are for the clinicians who see the study: the doctors caring for the patient (Alice for
 Paul) and the hospital's admins (Carol). Patients read signed reports instead (403).
@@ -6,6 +6,7 @@ Paul) and the hospital's admins (Carol). Patients read signed reports instead (4
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -25,6 +26,13 @@ def _check_png(response: Any, w: Any) -> None:
     assert response.content.startswith(b"\x89PNG")
 
 
+def _check_grey_png(response: Any, w: Any) -> None:
+    from PIL import Image
+
+    assert response["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).mode == "L"  # the map alone, not blended
+
+
 def _check_status(response: Any, w: Any) -> None:
     payload = json.loads(response.content)
     assert payload["status"] in {"uploaded", "queued", "processing", "done", "unsure", "refused", "failed"}
@@ -34,6 +42,8 @@ def _check_status(response: Any, w: Any) -> None:
 ROUTES = [
     Route("diagnosis:overlay", kwargs=_study_with_read, owner=("alice", 200), check=_check_png),
     Route("diagnosis:overlay", kwargs=_study_with_read, owner=("carol", 200), label="hospital admin"),
+    Route("diagnosis:heatmap", kwargs=_study_with_read, owner=("alice", 200), check=_check_grey_png),
+    Route("diagnosis:heatmap", kwargs=_study_with_read, owner=("carol", 200), label="hospital admin"),
     Route("diagnosis:study_status", kwargs=_study_with_read, owner=("alice", 200), check=_check_status),
     Route("diagnosis:study_status", kwargs=_study_with_read, owner=("carol", 200), label="hospital admin"),
 ]

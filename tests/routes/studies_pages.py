@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.factories import MembershipFactory, UserFactory, make_study, png_bytes
+from tests.factories import MembershipFactory, UserFactory, dicom_bytes, make_study, png_bytes
 from tests.routes import Route
 
 _seq = itertools.count()
@@ -27,6 +27,14 @@ def _paul(w: Any) -> dict[str, Any]:
 
 def _paul_study(w: Any) -> dict[str, Any]:
     return {"pk": make_study(w.paul_record, w.alice).pk}
+
+
+def _paul_dicom_study(w: Any) -> dict[str, Any]:
+    return {"pk": make_study(w.paul_record, w.alice, dicom_bytes(), "chest.dcm").pk}
+
+
+def _check_values_png(response: Any, w: Any) -> None:
+    assert response["Content-Type"] == "image/png" and response.content.startswith(b"\x89PNG")
 
 
 def _new_patient(w: Any) -> dict[str, Any]:
@@ -84,6 +92,8 @@ ROUTES = [
     # GET /h/st-mary/studies/<pk>/ and its image.
     Route("studies:study_detail", kwargs=_paul_study),
     Route("studies:study_image", kwargs=_paul_study),
+    # GET /h/st-mary/studies/<pk>/image/values.png — a DICOM's stored values, for the viewer.
+    Route("studies:study_image_values", kwargs=_paul_dicom_study, check=_check_values_png),
     # Hospital admin pages.
     Route("studies:audit_log", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", owner=("carol", 200), **ADMIN_ONLY),

@@ -67,6 +67,9 @@ class PipelineResult:
     probabilities: dict[str, float]
     heatmap: np.ndarray | None
     overlay_png: bytes | None
+    #: The Grad-CAM map at the network's own resolution (a few pixels a side) as an 8-bit greyscale
+    #: PNG, 0 = no influence, 255 = the most: the viewer upsamples, colours and blends it in the browser.
+    heatmap_png: bytes | None
     roi_box: tuple[int, int, int, int] | None
     models: dict[str, dict[str, str]]
     timings_ms: dict[str, float]
@@ -224,6 +227,7 @@ class TwoStagePipeline:
             probabilities={},
             heatmap=None,
             overlay_png=None,
+            heatmap_png=None,
             roi_box=None,
             models=models,
             timings_ms=timings,
@@ -279,6 +283,7 @@ class TwoStagePipeline:
         result.candidates = candidates
         result.heatmap = heatmap
         result.overlay_png = png
+        result.heatmap_png = encode_heatmap_png(cam)
         result.roi_box = box
         return result
 
@@ -381,6 +386,14 @@ def encode_png(rgb: np.ndarray) -> bytes:
         Image.fromarray(rgb).save(out, format="PNG", compress_level=1)
         return out.getvalue()
     return buf.tobytes()
+
+
+def encode_heatmap_png(cam: np.ndarray) -> bytes:
+    """The class activation map ([0, 1], h×w at the network's resolution) as an 8-bit greyscale PNG."""
+    levels = (np.clip(np.nan_to_num(cam), 0.0, 1.0) * 255).round().astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(levels, "L").save(out, format="PNG")
+    return out.getvalue()
 
 
 def _ms(start: float) -> float:
