@@ -14,7 +14,7 @@ from .models import DriftCheck, DriftSignal, PerformanceArm, label_display
 from .performance import CALIBRATION_BINS, INDETERMINATE, Rate, VersionSummary
 
 WIDTH, HEIGHT = 560, 220
-LEFT, RIGHT, TOP, BOTTOM = 52, 16, 14, 38
+LEFT, RIGHT, TOP, BOTTOM = 52, 30, 14, 38
 
 
 @dataclass
@@ -141,7 +141,7 @@ def agreement_over_time(summary: VersionSummary) -> Chart:
     return chart
 
 
-def drift_signal(task_title: str, signal: str, checks: list[DriftCheck]) -> Chart:
+def drift_signal(scope: str, signal: str, checks: list[DriftCheck]) -> Chart:
     """Daily values of one drift signal against its threshold (days without enough data are
     gaps in the line and say why in the table)."""
     name = DriftSignal(signal).label
@@ -151,9 +151,9 @@ def drift_signal(task_title: str, signal: str, checks: list[DriftCheck]) -> Char
     top = max([threshold * 2, *values]) if values else max(threshold * 2, 1e-9)
     chart = Chart(
         id=f"drift-{checks[0].task if checks else 'none'}-{signal}",
-        title=f"{name} ({task_title})",
+        title=f"{name} ({scope})",
         description=(
-            f"Line chart of the daily drift value of {name.lower()} for the {task_title.lower()}, "
+            f"Line chart of the daily drift value of {name.lower()} ({scope}), "
             f"with its alert threshold {threshold:g} as a dashed line. The table below lists the same figures."
         ),
         table_headers=["Day", "Value", "Threshold", "Reads", "Over the threshold", "Compared with"],

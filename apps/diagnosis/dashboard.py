@@ -17,6 +17,7 @@ from apps.accounts.tenancy import Tenant
 
 from . import charts, deployments
 from .deployments import ACTIONS
+from .drift import SCOPE
 from .forms import AcknowledgeAlertForm
 from .models import (
     DeploymentChange,
@@ -98,7 +99,7 @@ def build(tenant: Tenant) -> dict[str, Any]:
         )
         panel.performance_charts = _performance_charts(task, live, panel.summaries)
         panel.drift_charts = [
-            charts.drift_signal(title, signal, found)
+            charts.drift_signal(SCOPE[task], signal, found)
             for (check_task, signal), found in sorted(checks.items())
             if check_task == task
         ]

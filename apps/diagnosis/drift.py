@@ -84,6 +84,8 @@ CLASS_MIX_P_VALUE = 0.001
 CONFIDENCE_EDGES = [i / 15 for i in range(16)]
 SIZE_EDGES = [0, 256, 512, 1024, 2048, 4096, float("inf")]
 NO_TAG = "none (PNG/JPEG)"
+#: What each task's signals are about, in the alerts and the charts.
+SCOPE = {Task.ROUTER: "all studies", Task.CHEST: "chest X-rays", Task.BRAIN: "brain MRIs"}
 INPUT_SIGNALS = (DriftSignal.REFUSAL_RATE, DriftSignal.IMAGE_SIZE, DriftSignal.BIT_DEPTH, DriftSignal.MODALITY_TAGS)
 MODEL_SIGNALS = (DriftSignal.CLASS_MIX, DriftSignal.CONFIDENCE, DriftSignal.DISAGREEMENT, DriftSignal.OOD_RATE)
 
@@ -428,9 +430,8 @@ def _update_alerts(check: DriftCheck) -> DriftAlert | None:
 
 
 def alert_message(check: DriftCheck) -> str:
-    task = Task(check.task).label
     return (
-        f"{DriftSignal(check.signal).label} ({task}): {check.value:.2f} in the {WINDOW_DAYS} days to "
+        f"{DriftSignal(check.signal).label} ({SCOPE[check.task]}): {check.value:.2f} in the {WINDOW_DAYS} days to "
         f"{check.day:%Y-%m-%d}, at or above the threshold {check.threshold:g}, over {check.n} reads, "
         f"compared with {check.reference or 'the reference'}."
     )
