@@ -54,7 +54,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin with our site (second factor required, our login page).
+    "apps.accounts.admin_apps.ImageMedixAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -66,6 +67,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "guardian",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",  # the authenticator app (TOTP)
+    "django_otp.plugins.otp_static",  # recovery codes
     "channels",
     "apps.accounts",
     "apps.studies",
@@ -84,6 +88,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Lets audit events written outside views (a password change in User.save) see the request.
     "apps.accounts.audit.AuditRequestMiddleware",
+    # request.user.is_verified(): a second factor was accepted in this session (django-otp).
+    "django_otp.middleware.OTPMiddleware",
+    # Whoever must use a second factor reaches only the sign-in pages until they have.
+    "apps.accounts.second_factor.SecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Resolves /h/<slug>/ to request.hospital and activates the tenant scope.
@@ -145,6 +153,11 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
+
+# Second factor (django-otp): who must use one is decided in apps/accounts/second_factor.py.
+OTP_TOTP_ISSUER = env.str("TOTP_ISSUER", default="ImageMedix")  # the account's name in the authenticator app
+# Signing or amending a report needs the password (and the code) entered within this many minutes.
+REAUTH_MAX_AGE_MINUTES = env.int("REAUTH_MAX_AGE_MINUTES", default=5)
 
 # django-guardian: no anonymous user row (our User has no username field to give it).
 ANONYMOUS_USER_NAME = None

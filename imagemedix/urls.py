@@ -23,6 +23,3 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
-
-admin.site.site_header = "ImageMedix administration"
-admin.site.site_title = "ImageMedix admin"

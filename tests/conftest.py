@@ -21,6 +21,7 @@ from django_scopes import scopes_disabled
 from apps.accounts.models import Role
 from apps.studies import services as study_services
 
+from .auth import Client
 from .availability import unavailable
 from .factories import HospitalFactory, MembershipFactory, PatientFactory, UserFactory
 
@@ -38,6 +39,13 @@ def _test_settings(settings, tmp_path):
     }
     settings.MEDIA_ROOT = tmp_path / "media"
     yield
+
+
+@pytest.fixture
+def client():
+    """pytest-django's ``client``, whose ``force_login`` also completes the second factor where the
+    policy asks for one (tests/auth.py)."""
+    return Client()
 
 
 @pytest.fixture

@@ -183,6 +183,12 @@ NON_SLUG: dict[str, tuple[str, dict[str, str], int, int]] = {
     "accounts:password_reset_done": ("GET", {}, 200, 200),
     "accounts:password_reset_confirm": ("GET", {"uidb64": "MQ", "token": "bad-token"}, 200, 200),
     "accounts:password_reset_complete": ("GET", {}, 200, 200),
+    "accounts:security": ("GET", {}, 302, 200),
+    "accounts:two_factor_verify": ("GET", {}, 302, 302),  # she has no authenticator: on to the portal
+    "accounts:two_factor_setup": ("GET", {}, 302, 200),
+    "accounts:recovery_codes_new": ("POST", {}, 302, 302),  # none without an authenticator: set one up
+    "accounts:two_factor_remove": ("POST", {}, 302, 302),
+    "accounts:reauthenticate": ("GET", {}, 302, 200),
     "accounts:api_tokens": ("GET", {}, 302, 200),
     "accounts:api_token_revoke": ("POST", {}, 302, 404),  # no such token of hers
     "accounts:api_tokens_revoke_all": ("POST", {}, 302, 302),

@@ -236,8 +236,8 @@ class UserAdmin(HospitalScopedAdmin, auth_admin.UserAdmin):
 class HospitalAdmin(HospitalScopedAdmin):
     hospital_lookup = "pk"
     hospital_admin_can = frozenset({"view", "change"})
-    list_display = ("name", "slug", "is_active", "created_at")
-    list_filter = ("is_active",)
+    list_display = ("name", "slug", "is_active", "require_doctor_2fa", "created_at")
+    list_filter = ("is_active", "require_doctor_2fa")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
 
@@ -248,6 +248,19 @@ class HospitalAdmin(HospitalScopedAdmin):
     def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, tuple[str, ...]]:
         # A read-only field has no form field to fill in (prepopulating it was a KeyError, a 500).
         return dict(self.prepopulated_fields) if self.is_platform_admin(request) else {}
+
+    def save_model(self, request: HttpRequest, obj: Hospital, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "require_doctor_2fa" in form.changed_data:
+            audit.record(
+                "hospital.second_factor_policy",
+                hospital=obj,
+                actor=request.user,
+                obj=obj,
+                request=request,
+                via="admin",
+                require_doctor_2fa=obj.require_doctor_2fa,
+            )
 
 
 @admin.register(Membership)

@@ -105,6 +105,12 @@ class Hospital(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     address = models.CharField(max_length=300, blank=True)
     is_active = models.BooleanField(default=True)
+    require_doctor_2fa = models.BooleanField(
+        "doctors must use two-step verification",
+        default=False,
+        help_text="Doctors of this hospital then sign in with a code from an authenticator app too. "
+        "Hospital admins and platform staff always do.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

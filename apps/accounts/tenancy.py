@@ -27,6 +27,7 @@ from django.http import Http404
 from django.utils.crypto import constant_time_compare
 from django_scopes import scope, scopes_disabled
 
+from . import second_factor
 from .models import Hospital, Membership, Role
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ def session_user(session_key: str | None) -> User | None:
     """The active user logged in with ``session_key`` right now, else None.
 
     None when the session was logged out or expired, when the password changed since login (the
-    stored session auth hash no longer matches, as Django checks on every page), or when the
-    account was switched off. Long-lived connections (WebSockets) call this again and again;
+    stored session auth hash no longer matches, as Django checks on every page), when the
+    account was switched off, or when the user must use a second factor and has not entered a
+    code in this session (``second_factor``). Long-lived connections (WebSockets) call this again and again;
     unlike ``django.contrib.auth.get_user`` it only reads, so it never flushes a session that a
     page is updating at the same moment (a password change in this very session).
     """
@@ -106,6 +108,8 @@ def session_user(session_key: str | None) -> User | None:
     if user is None or not user.is_active:
         return None
     if not constant_time_compare(session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()):
+        return None
+    if not second_factor.session_is_verified(session, user) and second_factor.needs_verification(user):
         return None
     return user
 

@@ -1,4 +1,5 @@
-"""Login, logout, password management, API tokens, the hospital picker and the About page."""
+"""Login and the second factor, re-authentication, password management, account security, API
+tokens, the hospital picker and the About page."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -11,6 +12,12 @@ urlpatterns = [
     path("about/", views.about, name="about"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/security/", views.security, name="security"),
+    path("accounts/2fa/verify/", views.two_factor_verify, name="two_factor_verify"),
+    path("accounts/2fa/setup/", views.two_factor_setup, name="two_factor_setup"),
+    path("accounts/2fa/recovery-codes/", views.recovery_codes_new, name="recovery_codes_new"),
+    path("accounts/2fa/remove/", views.two_factor_remove, name="two_factor_remove"),
+    path("accounts/confirm/", views.reauthenticate, name="reauthenticate"),
     path("accounts/tokens/", views.api_tokens, name="api_tokens"),
     path("accounts/tokens/revoke/", views.api_token_revoke, name="api_token_revoke"),
     path("accounts/tokens/revoke-all/", views.api_tokens_revoke_all, name="api_tokens_revoke_all"),

@@ -1,27 +1,222 @@
-"""Login, password management, API tokens, the hospital picker and the About page."""
+"""Login and the second factor, re-authentication, password management, API tokens, the
+account security page, the hospital picker and the About page."""
 
 from __future__ import annotations
 
+from base64 import b32encode
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import authenticate
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp.plugins.otp_static.models import StaticDevice
 
-from . import tokens
-from .forms import ApiTokenForm, LoginForm
+from . import audit, reauth, second_factor, tokens
+from .forms import ApiTokenForm, CodeForm, LoginForm, ReauthForm, SetupCodeForm
 from .models import ApiToken, Membership, Role
+
+WRONG_CODE = (
+    "That code is not right. Use the newest code your app shows (each code works once), or one of your recovery codes."
+)
+
+
+def _next_url(request: HttpRequest, default: str = "") -> str:
+    """The ``next`` parameter if it points into this site, else ``default`` (the home page)."""
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return default or reverse("accounts:home")
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    """Pages that show a secret once (recovery codes, a set-up key) are never cached."""
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class LoginView(auth_views.LoginView):
+    """Password first (django-axes counts failures); then, for whoever needs one, the second
+    factor: the code page, or setting up an authenticator if they have none yet."""
+
     form_class = LoginForm
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+
+    def form_valid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_valid(form)
+        user = form.get_user()
+        if second_factor.needs_verification(user):
+            return redirect(second_factor.challenge_url(user, response["Location"]))
+        return response
+
+
+# --- second factor ----------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def two_factor_verify(request: HttpRequest) -> HttpResponse:
+    """The second step of signing in: a code from the authenticator app, or a recovery code."""
+    user = request.user
+    next_url = _next_url(request)
+    if user.is_verified():  # type: ignore[union-attr]
+        return redirect(next_url)
+    if second_factor.authenticator(user) is None:
+        if second_factor.required_for(user):
+            return redirect(second_factor.challenge_url(user, next_url))
+        return redirect(next_url)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        device = second_factor.check_code(user, form.cleaned_data["code"])
+        if device is not None:
+            second_factor.mark_verified(request, device)
+            used_recovery = isinstance(device, StaticDevice)
+            audit.record(
+                "auth.second_factor",
+                hospital=None,
+                actor=user,
+                request=request,
+                method="recovery_code" if used_recovery else "authenticator",
+            )
+            if used_recovery:
+                left = second_factor.recovery_codes_left(user)
+                messages.warning(
+                    request,
+                    f"You signed in with a recovery code; {left} left. If your phone is lost, set up the "
+                    "authenticator again on the Account security page.",
+                )
+            return redirect(next_url)
+        audit.record("auth.second_factor_failed", hospital=None, actor=user, request=request)
+        wait = second_factor.wait_seconds(user)
+        form.add_error("code", WRONG_CODE + (f" After several wrong codes, wait {wait} seconds." if wait else ""))
+    context = {"form": form, "next": next_url}
+    return render(request, "accounts/two_factor_verify.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def two_factor_setup(request: HttpRequest) -> HttpResponse:
+    """Set up an authenticator app: scan the QR code (or type the key), enter the first code, get
+    the recovery codes once. Replacing an authenticator needs a session verified with the old one."""
+    user = request.user
+    next_url = _next_url(request, default=reverse("accounts:security"))
+    if second_factor.authenticator(user) is not None and not user.is_verified():  # type: ignore[union-attr]
+        return redirect(second_factor.challenge_url(user, request.get_full_path()))
+    device = second_factor.pending_authenticator(user)
+    form = SetupCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if device.verify_token(second_factor.normalise_code(form.cleaned_data["code"])):
+            codes = second_factor.confirm_authenticator(user, device)
+            second_factor.mark_verified(request, device)
+            audit.record("auth.second_factor_enrolled", hospital=None, actor=user, request=request)
+            context = {"codes": codes, "next": next_url, "first_time": True}
+            return _no_store(render(request, "accounts/recovery_codes.html", context))
+        form.add_error(
+            "code",
+            "That code is not right. Check that your phone's clock is set automatically, then try the newest code.",
+        )
+    key = b32encode(device.bin_key).decode()
+    context = {
+        "form": form,
+        "next": next_url,
+        "qr_svg": second_factor.qr_svg(device.config_url),
+        "key_groups": [key[i : i + 4] for i in range(0, len(key), 4)],
+        "required": second_factor.required_for(user),
+        "replacing": second_factor.authenticator(user) is not None,
+    }
+    return _no_store(render(request, "accounts/two_factor_setup.html", context, status=400 if form.errors else 200))
+
+
+@login_required
+@require_POST
+def recovery_codes_new(request: HttpRequest) -> HttpResponse:
+    """New recovery codes (the old ones stop working), shown once. Only with an authenticator, so
+    only in a verified session (the middleware sees to that)."""
+    if second_factor.authenticator(request.user) is None:
+        return redirect("accounts:two_factor_setup")
+    codes = second_factor.new_recovery_codes(request.user)
+    audit.record("auth.recovery_codes_new", hospital=None, actor=request.user, request=request)
+    return _no_store(
+        render(request, "accounts/recovery_codes.html", {"codes": codes, "next": reverse("accounts:security")})
+    )
+
+
+@login_required
+@require_POST
+def two_factor_remove(request: HttpRequest) -> HttpResponse:
+    """Turn two-step verification off, where no policy requires it."""
+    if second_factor.required_for(request.user):
+        messages.error(request, "Your role requires two-step verification, so it cannot be turned off.")
+        return redirect("accounts:security")
+    second_factor.remove_all(request.user)
+    audit.record("auth.second_factor_removed", hospital=None, actor=request.user, request=request)
+    messages.success(request, "Two-step verification is off. Your password alone now signs you in.")
+    return redirect("accounts:security")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reauthenticate(request: HttpRequest) -> HttpResponse:
+    """Confirm it is you before a signature: the password, and the authenticator code if there is
+    one. Then back to where the doctor was (``next``), whose form content was kept."""
+    user = request.user
+    purpose = request.POST.get("for") or request.GET.get("for") or ""
+    purpose_text = reauth.PURPOSES.get(purpose, "continue")
+    next_url = _next_url(request)
+    device = second_factor.authenticator(user)
+    form = ReauthForm(request.POST or None, with_code=device is not None)
+    if request.method == "POST" and form.is_valid():
+        # Through authenticate(), so django-axes counts wrong passwords here as at the login.
+        same_user = authenticate(request, username=user.email, password=form.cleaned_data["password"])
+        ok = same_user is not None and same_user.pk == user.pk
+        if ok and device is not None:
+            ok = second_factor.check_code(user, form.cleaned_data["code"]) is not None
+        if ok:
+            reauth.mark_fresh(request)
+            audit.record("auth.reauthenticate", hospital=None, actor=user, request=request, purpose=purpose)
+            minutes = settings.REAUTH_MAX_AGE_MINUTES
+            messages.success(
+                request, f"Thank you, {user.display_name}. For the next {minutes} minutes you can {purpose_text}."
+            )
+            return redirect(next_url)
+        audit.record("auth.reauthenticate_failed", hospital=None, actor=user, request=request, purpose=purpose)
+        form.add_error(
+            None,
+            "The password or the code is not right."
+            + (" Each code works once: if you just used one, wait for the next." if device else ""),
+        )
+    context = {
+        "form": form,
+        "next": next_url,
+        "purpose": purpose if purpose in reauth.PURPOSES else "",
+        "purpose_text": purpose_text,
+        "minutes": settings.REAUTH_MAX_AGE_MINUTES,
+    }
+    return render(request, "accounts/reauthenticate.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def security(request: HttpRequest) -> HttpResponse:
+    """Account security: password, two-step verification, recovery codes, API tokens."""
+    user = request.user
+    context = {
+        "authenticator": second_factor.authenticator(user),
+        "required": second_factor.required_for(user),
+        "recovery_left": second_factor.recovery_codes_left(user),
+        "token_count": len(tokens.active_tokens(user)),  # type: ignore[arg-type]
+    }
+    return render(request, "accounts/security.html", context)
 
 
 class PlainLabelsMixin:

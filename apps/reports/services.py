@@ -111,6 +111,17 @@ def save_draft(
     return report
 
 
+def check_complete(report: Report) -> None:
+    """Raise ``ValidationError`` saying what a draft lacks before it can be signed."""
+    missing = []
+    if not report.final_label.strip():
+        missing.append("a final label")
+    if not report.impression.strip():
+        missing.append("an impression")
+    if missing:
+        raise ValidationError(f"Before signing, please add {' and '.join(missing)}.")
+
+
 def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = None) -> Report:
     """Sign a draft: record signer and time, snapshot the AI result, supersede the version it
     amends, then (on commit) render the PDF and notify the patient.
@@ -126,13 +137,7 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
         )
         if not locked.is_draft:
             raise ReportLocked("This report is already signed.")
-        missing = []
-        if not locked.final_label.strip():
-            missing.append("a final label")
-        if not locked.impression.strip():
-            missing.append("an impression")
-        if missing:
-            raise ValidationError(f"Before signing, please add {' and '.join(missing)}.")
+        check_complete(locked)
 
         snapshot = ai.snapshot(locked.study)
         for field, value in snapshot.items():

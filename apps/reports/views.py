@@ -19,7 +19,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.accounts import audit
+from apps.accounts import audit, reauth
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
 from apps.chat.access import inbox
@@ -87,6 +87,10 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
     }
 
 
+def _review_url(hospital_slug: str, study_pk: int) -> str:
+    return reverse("reports:review", args=[hospital_slug, study_pk]) + "#report-heading"
+
+
 def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
     if diagnosis is None:
         return []
@@ -98,7 +102,9 @@ def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
 def review(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
     """The review screen: image and heatmap, the AI result, the doctor's verdict and report.
 
-    POST saves the report draft (``action=save``) or saves and signs it (``action=sign``).
+    POST saves the report draft (``action=save``) or saves and signs it (``action=sign``). Signing
+    needs a fresh re-authentication (``apps.accounts.reauth``): without one the draft is saved and
+    the doctor confirms their identity, then comes back here to sign.
     """
     tenant = request.tenant  # type: ignore[attr-defined]
     study = get_study(tenant, study_pk)
@@ -118,6 +124,10 @@ def review(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpRespo
                     request=request,
                 )
                 if request.POST.get("action") == "sign":
+                    services.check_complete(report)  # say what is missing before asking for the password
+                    if not reauth.is_fresh(request):
+                        messages.info(request, "Your report is saved as a draft. Confirm it is you to sign it.")
+                        return reauth.ask(request, "sign", _review_url(hospital_slug, study.pk))
                     services.sign_report(report, request.user, request=request)
                     messages.success(request, f"Report version {report.version} signed. The PDF is being prepared.")
                 else:
@@ -167,9 +177,12 @@ def feedback(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpRes
 @role_required(Role.DOCTOR)
 @require_POST
 def amend(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    """Start an amendment of a signed report (a new draft version) and go back to the review."""
+    """Start an amendment of a signed report (a new draft version) and go back to the review.
+    Like signing, it needs a fresh re-authentication."""
     tenant = request.tenant  # type: ignore[attr-defined]
     report = access.get_clinical_report(tenant, pk)
+    if not reauth.is_fresh(request):
+        return reauth.ask(request, "amend", _review_url(hospital_slug, report.study_id))
     try:
         amendment = services.amend_report(report, request.user, request=request)
     except ReportLocked as exc:

@@ -3,7 +3,8 @@ Celery worker as separate processes, PostgreSQL, Redis as broker and channels-re
 
 The acceptance flow of the clinical workflow, as a person would do it: a doctor logs in, sees her
 caseload, uploads a chest X-ray and watches it go from queued to done without reloading; she
-reviews it in the viewer with the heatmap layer, confirms the AI label and signs the report; the
+reviews it in the viewer with the heatmap layer, confirms the AI label and signs the report
+(re-entering her password, as every signature needs); the
 Celery worker renders the PDF. The patient logs in, reads the signed report, downloads the PDF and
 messages the doctor, whose open conversation shows the message live.
 """
@@ -231,6 +232,14 @@ def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats
     assert "confirmed the AI label" in page.content()
     page.fill("#id_findings", "Patchy opacity in the right lower zone.")
     page.fill("#id_impression", "Findings consistent with pneumonia; clinical correlation advised.")
+    page.click("button[name=action][value=sign]")
+    page.wait_for_load_state("networkidle")
+    # A signature needs the password again (the draft is kept); then back to sign.
+    assert "Confirm it is you" in page.content()
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("button:has-text('Confirm')")
+    page.wait_for_load_state("networkidle")
+    assert page.input_value("#id_impression").startswith("Findings consistent with pneumonia")
     page.click("button[name=action][value=sign]")
     page.wait_for_load_state("networkidle")
     assert "Amend this report" in page.content()  # signed: now immutable, only amendable

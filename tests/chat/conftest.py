@@ -19,11 +19,11 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 from django_scopes import scopes_disabled
 
 from apps.chat.models import Conversation
 from apps.studies.models import Study, StudyStatus
+from tests.auth import Client
 
 ORIGIN = "http://testserver"
 

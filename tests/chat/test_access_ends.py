@@ -13,7 +13,6 @@ from importlib import import_module
 
 import pytest
 from django.conf import settings
-from django.test import Client
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import Membership
@@ -23,6 +22,7 @@ from apps.chat.models import Message, Notification
 from apps.chat.receivers import study_recipients
 from apps.studies import services as study_services
 from apps.studies.models import StudyStatus
+from tests.auth import Client
 
 from .conftest import db, make_conversation, make_study_row, run
 from .test_consumers import chat_path, notif_path

@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from django.test import Client
 from django_scopes import scopes_disabled
 
 from apps.chat.models import Message
 from apps.studies import services as study_services
+from tests.auth import Client
 
 from ..availability import unavailable
 from .conftest import make_conversation, make_study_row

@@ -14,13 +14,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django_scopes import scopes_disabled
-from rest_framework.test import APIClient
 
 from apps.chat.models import Notification, NotificationKind
 from apps.chat.receivers import study_status_event
 from apps.diagnosis import services
 from apps.diagnosis.models import Diagnosis, FeedbackAction, candidates_phrase, indeterminate_display
 from apps.studies.models import Study, StudyStatus
+from tests.auth import APIClient
 from tests.factories import make_study
 
 from .conftest import INDETERMINATE, FakeResult

@@ -11,11 +11,11 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.urls import reverse
 from django_scopes import scopes_disabled
-from rest_framework.test import APIClient
 
 from apps.accounts import tokens
 from apps.accounts.models import AuditEvent, Membership
 from apps.studies.models import Patient, StudyStatus
+from tests.auth import APIClient
 from tests.factories import PatientFactory, jpeg_bytes, make_study, png_bytes
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"

@@ -11,10 +11,10 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scopes_disabled
-from rest_framework.test import APIClient
 
 from apps.accounts import tokens
 from apps.accounts.models import ApiToken, AuditEvent, Role
+from tests.auth import APIClient
 from tests.factories import TEST_PASSWORD, MembershipFactory
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"

@@ -7,6 +7,7 @@ import io
 
 import pytest
 from django.core.management import call_command
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import Hospital, Membership, Role, User
@@ -63,6 +64,10 @@ def test_seed_demo_builds_the_demo_world_from_the_shipped_images(transactional_d
         "patel@riverside.imagemedix.local",
     ):
         assert email in output
+    # The second step: admins always, doctors where their hospital says so; nothing secret is printed.
+    assert "admin@st-mary.imagemedix.local *" in output and "patel@riverside.imagemedix.local *" in output
+    assert "hart@st-mary.imagemedix.local *" not in output and "set up an authenticator" in output
+    assert not TOTPDevice.objects.exists()
     hospital_admin = User.objects.get(email="admin@st-mary.imagemedix.local")
     assert hospital_admin.is_staff and not hospital_admin.is_superuser
     root = User.objects.get(email="admin@imagemedix.local")
@@ -72,6 +77,7 @@ def test_seed_demo_builds_the_demo_world_from_the_shipped_images(transactional_d
         st_mary = Hospital.objects.get(slug="st-mary")
         assert st_mary.name == "St Mary's Hospital"
         assert Hospital.objects.get(slug="riverside").name == "Riverside Clinic"
+        assert Hospital.objects.get(slug="riverside").require_doctor_2fa and not st_mary.require_doctor_2fa
         for doctor in User.objects.filter(memberships__hospital=st_mary, memberships__role=Role.DOCTOR):
             assert CareAssignment.objects.filter(doctor=doctor).count() == 2
         for patient in Patient.objects.all():

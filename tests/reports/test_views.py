@@ -20,7 +20,9 @@ def url(name, *args):
 
 
 def as_user(client, user):
+    """Signed in, and just re-authenticated (signing needs it; its own tests: test_second_factor)."""
     client.force_login(user)
+    client.confirm_identity()
     return client
 
 

@@ -2,7 +2,10 @@
 runs it on every start).
 
 Two hospitals, each with a hospital admin, two doctors and four patients with their own logins,
-two patients on each doctor's caseload, and a platform admin. The first time a hospital is seeded
+two patients on each doctor's caseload, and a platform admin. Riverside Clinic requires two-step
+verification of its doctors, St Mary's does not; admins always need it. No second-factor secret is
+seeded or printed: whoever must use one sets up their own authenticator app at their first login
+(the set-up page shows a QR code and the key as text), exactly as in production. The first time a hospital is seeded
 it also gets a few studies: real chest X-rays and brain MRIs from ``../shared/datasets/*/test``
 when that folder exists beside the checkout, otherwise the eight such images shipped in
 ``apps/studies/demo_images``. Studies go through the
@@ -51,6 +54,7 @@ class DemoHospital:
     admin: str
     doctors: tuple[tuple[str, str], ...]  # (e-mail local part, full name)
     patients: tuple[DemoPatient, ...]
+    require_doctor_2fa: bool = False
 
     def email(self, local: str) -> str:
         return f"{local}@{self.slug}.imagemedix.local"
@@ -82,6 +86,7 @@ HOSPITALS = (
             DemoPatient("Olivia", "Taylor", dt.date(1985, 12, 5), "F"),
             DemoPatient("Liam", "Murphy", dt.date(2001, 4, 21), "M"),
         ),
+        require_doctor_2fa=True,
     ),
 )
 
@@ -133,16 +138,18 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         root = Path(options["datasets"]) if options.get("datasets") else datasets_dir()
         use_datasets = root.is_dir()
-        logins: list[tuple[str, str, str]] = []
+        logins: list[tuple[str, str, str, bool]] = []
 
         superuser = User.objects.filter(email__iexact=SUPERUSER_EMAIL).first()
         if superuser is None:
             User.objects.create_superuser(SUPERUSER_EMAIL, DEMO_PASSWORD, full_name="Platform Admin")
             self.stdout.write(f"Created platform admin {SUPERUSER_EMAIL}")
-        logins.append(("Platform admin", "all hospitals (/admin/)", SUPERUSER_EMAIL))
+        logins.append(("Platform admin", "all hospitals (/admin/)", SUPERUSER_EMAIL, True))
 
         for number, spec in enumerate(HOSPITALS):
-            hospital, created = Hospital.objects.get_or_create(slug=spec.slug, defaults={"name": spec.name})
+            hospital, created = Hospital.objects.get_or_create(
+                slug=spec.slug, defaults={"name": spec.name, "require_doctor_2fa": spec.require_doctor_2fa}
+            )
             if created:
                 self.stdout.write(f"Created hospital {spec.name}")
             with tenant_scope(hospital):
@@ -166,20 +173,20 @@ class Command(BaseCommand):
             membership.save(update_fields=["is_active"])
 
     @transaction.atomic
-    def _seed_people(self, spec: DemoHospital, hospital: Hospital, logins: list[tuple[str, str, str]]) -> None:
+    def _seed_people(self, spec: DemoHospital, hospital: Hospital, logins: list[tuple[str, str, str, bool]]) -> None:
         admin = self._user(spec.email("admin"), spec.admin)
         self._member(admin, hospital, Role.HOSPITAL_ADMIN)
         if not admin.is_staff:  # staff, so they can try the Django admin (scoped to their hospital)
             admin.is_staff = True
             admin.save(update_fields=["is_staff"])
-        logins.append(("Hospital admin", f"{spec.name} (also /admin/)", admin.email))
+        logins.append(("Hospital admin", f"{spec.name} (also /admin/)", admin.email, True))
 
         doctors = []
         for local, full_name in spec.doctors:
             doctor = self._user(spec.email(local), full_name)
             self._member(doctor, hospital, Role.DOCTOR)
             doctors.append(doctor)
-            logins.append(("Doctor", spec.name, doctor.email))
+            logins.append(("Doctor", spec.name, doctor.email, hospital.require_doctor_2fa))
 
         for i, p in enumerate(spec.patients):
             user = self._user(p.email, f"{p.given} {p.family}")
@@ -199,7 +206,7 @@ class Command(BaseCommand):
                 )
             # Two patients per doctor: patients 0-1 with the first doctor, 2-3 with the second.
             services.assign_doctor(patient, doctors[i * len(doctors) // len(spec.patients)], actor=admin)
-            logins.append(("Patient", spec.name, user.email))
+            logins.append(("Patient", spec.name, user.email, False))
 
     # --- studies ----------------------------------------------------------------------------
     def _seed_studies(self, spec: DemoHospital, hospital: Hospital, root: Path, number: int) -> None:
@@ -260,16 +267,21 @@ class Command(BaseCommand):
         self.stdout.write(f"  {spec.name}: report on study #{study.pk} signed by {doctor.full_name}")
 
     # --- output -----------------------------------------------------------------------------
-    def _print_logins(self, logins: list[tuple[str, str, str]], use_datasets: bool, root: Path) -> None:
+    def _print_logins(self, logins: list[tuple[str, str, str, bool]], use_datasets: bool, root: Path) -> None:
         source = f"images from {root}" if use_datasets else "the sample images shipped in apps/studies/demo_images"
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({source})."))
         self.stdout.write(f"Every demo account's password: {DEMO_PASSWORD}")
+        self.stdout.write(
+            "Accounts marked * sign in with a second step: at the first login they set up an authenticator "
+            "app (Google Authenticator, FreeOTP, ...) by scanning the QR code the page shows, or by typing its key."
+        )
         self.stdout.write("")
-        width_role = max(len(r) for r, _, _ in logins)
-        width_where = max(len(w) for _, w, _ in logins)
+        width_role = max(len(r) for r, _, _, _ in logins)
+        width_where = max(len(w) for _, w, _, _ in logins)
         self.stdout.write(f"  {'Role':<{width_role}}  {'Hospital':<{width_where}}  E-mail")
         self.stdout.write(f"  {'-' * width_role}  {'-' * width_where}  {'-' * 40}")
-        for role, where, email in logins:
-            self.stdout.write(f"  {role:<{width_role}}  {where:<{width_where}}  {email}")
+        for role, where, email, second_step in logins:
+            mark = " *" if second_step else ""
+            self.stdout.write(f"  {role:<{width_role}}  {where:<{width_where}}  {email}{mark}")
         self.stdout.write("")
