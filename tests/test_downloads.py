@@ -20,10 +20,10 @@ import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
 from django_scopes import scopes_disabled
-from rest_framework.test import APIClient
 
 from apps.accounts.models import AuditEvent
 from apps.studies.storage import read_encrypted
+from tests.auth import APIClient
 from tests.diagnosis.helpers import make_diagnosis
 from tests.factories import make_study, png_bytes
 from tests.pipeline.test_decode_dicom import _dicom

@@ -197,6 +197,10 @@ OPEN_URL_NAMES = frozenset(
 )
 
 
+#: Paths for programs, not people: they get a JSON 403 instead of a redirect to the code page.
+MACHINE_PREFIXES = ("/api/", "/dicomweb/")
+
+
 def challenge_url(user: Any, next_url: str) -> str:
     """Where a signed-in, unverified user goes: enter a code, or set up an authenticator first."""
     name = "accounts:two_factor_verify" if authenticator(user) else "accounts:two_factor_setup"
@@ -206,8 +210,8 @@ def challenge_url(user: Any, next_url: str) -> str:
 class SecondFactorMiddleware:
     """After ``OTPMiddleware``: a signed-in user who must enter a code (``needs_verification``) and
     has not yet in this session reaches only the sign-in pages. Pages redirect to the code page (or
-    to setting up an authenticator); the API answers 403 to such a browser session (API tokens are
-    checked by DRF and were created by a verified session)."""
+    to setting up an authenticator); the API and DICOMweb answer 403 to such a browser session
+    (their own credentials, API tokens and PACS credentials, are checked by the views)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -216,7 +220,7 @@ class SecondFactorMiddleware:
         user = request.user
         if not user.is_authenticated or user.is_verified() or self._is_open(request):  # type: ignore[union-attr]
             return self.get_response(request)
-        if request.path_info.startswith("/api/"):
+        if request.path_info.startswith(MACHINE_PREFIXES):
             if request.META.get("HTTP_AUTHORIZATION"):
                 return self.get_response(request)  # a token: DRF authenticates it, not this session
             if needs_verification(user):

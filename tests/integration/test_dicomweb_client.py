@@ -10,12 +10,12 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
-from django.test import Client
 from django_scopes import scopes_disabled
 from PIL import Image
 
 from apps.accounts.models import AuditEvent
 from apps.integration.credentials import create_credential
+from tests.auth import Client
 from tests.celery_worker import dedicated_broker
 
 from .helpers import chest_xray_dicom, uids

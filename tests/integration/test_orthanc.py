@@ -19,7 +19,6 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.test import Client
 from django_scopes import scopes_disabled
 
 from apps.diagnosis.models import Diagnosis, ModelVersion
@@ -27,6 +26,7 @@ from apps.diagnosis.registry import sync_shipped_models
 from apps.integration.credentials import create_credential
 from apps.integration.models import DicomStudy
 from apps.studies.models import FINISHED_STATUSES, RESULT_STATUSES, Study
+from tests.auth import Client
 from tests.celery_worker import celery_worker, dedicated_broker
 
 from .helpers import chest_xray_dicom, uids
