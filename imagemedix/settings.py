@@ -269,6 +269,12 @@ UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=40_000_000)  # decompression-bomb guard
 # Largest STOW-RS request (all its instances together); each instance is also held to UPLOAD_MAX_BYTES.
 DICOMWEB_MAX_REQUEST_BYTES = env.int("DICOMWEB_MAX_REQUEST_BYTES", default=4 * UPLOAD_MAX_BYTES)
+# Signed reports go to each hospital's FHIR server (R4) when one is configured here, as JSON:
+# {"<hospital slug>": {"url": "https://ehr.example.org/fhir", "authorization": "Bearer …"}}.
+FHIR_ENDPOINTS = env.json("FHIR_ENDPOINTS", default={})
+FHIR_EXPORT_TIMEOUT = env.float("FHIR_EXPORT_TIMEOUT", default=20.0)
+FHIR_EXPORT_MAX_RETRIES = env.int("FHIR_EXPORT_MAX_RETRIES", default=8)
+FHIR_EXPORT_RETRY_SECONDS = env.int("FHIR_EXPORT_RETRY_SECONDS", default=30)  # doubles with each retry
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

@@ -1,5 +1,6 @@
-"""URL map. Every hospital page lives under /h/<hospital_slug>/ and every API route under
-/api/v1/h/<hospital_slug>/; tests/test_tenancy_matrix.py walks this whole tree."""
+"""URL map. Every hospital page lives under /h/<hospital_slug>/, every API route under
+/api/v1/h/<hospital_slug>/ and every DICOMweb route under /dicomweb/h/<hospital_slug>/;
+tests/test_tenancy_matrix.py walks this whole tree."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -19,6 +20,7 @@ urlpatterns = [
     path("h/<slug:hospital_slug>/", include(tenant_pages)),
     path("api/v1/auth/", include("apps.accounts.api_urls")),
     path("api/v1/h/<slug:hospital_slug>/", include("apps.studies.api_urls")),
+    path("api/v1/h/<slug:hospital_slug>/", include("apps.integration.api_urls")),
     path("dicomweb/h/<slug:hospital_slug>/", include("apps.integration.dicomweb_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -11,12 +11,13 @@ unmatched queue until a hospital admin decides. Nothing here ever creates a pati
 from __future__ import annotations
 
 import io
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -393,3 +394,74 @@ def create_patient_for_unmatched_study(
         patient = study_services.create_patient(dicom_study.hospital, actor=actor, request=request, **patient_fields)
         link_unmatched_study(dicom_study, patient, actor=actor, request=request)
     return patient
+
+
+# --- FHIR out ------------------------------------------------------------------------------------
+
+
+class FhirEndpointError(Exception):
+    """The hospital's FHIR server did not take the report (network error or a non-2xx answer)."""
+
+
+def fhir_endpoint(hospital: Hospital) -> dict[str, str] | None:
+    """The FHIR server configured for ``hospital`` (``FHIR_ENDPOINTS``), or None."""
+    endpoint = settings.FHIR_ENDPOINTS.get(hospital.slug)
+    return endpoint if endpoint and endpoint.get("url") else None
+
+
+def send_report_fhir(report: Any, endpoint: dict[str, str], *, attempt: int) -> int:
+    """POST the signed report as a FHIR transaction Bundle to ``endpoint``; returns the HTTP status.
+
+    Raises ``FhirEndpointError`` when the server is unreachable or answers other than 2xx (the
+    caller retries); every outcome is audited, without the endpoint's credentials.
+    """
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from .fhir import FHIR_MEDIA_TYPE, report_bundle
+
+    url = endpoint["url"].rstrip("/")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ImproperlyConfigured(f"FHIR_ENDPOINTS: {report.hospital.slug} needs an http(s) URL.")
+    body = json.dumps(report_bundle(report, transaction=True)).encode()
+    headers = {"Content-Type": FHIR_MEDIA_TYPE, "Accept": FHIR_MEDIA_TYPE}
+    if endpoint.get("authorization"):
+        headers["Authorization"] = endpoint["authorization"]
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
+    host = urlsplit(url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=settings.FHIR_EXPORT_TIMEOUT) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        audit.record(
+            "report.fhir_export_error",
+            hospital=report.hospital,
+            obj=report,
+            endpoint=host,
+            attempt=attempt,
+            error=str(exc)[:200],
+        )
+        raise FhirEndpointError(f"{host} is unreachable: {exc}") from exc
+    if not 200 <= status < 300:
+        audit.record(
+            "report.fhir_export_error",
+            hospital=report.hospital,
+            obj=report,
+            endpoint=host,
+            attempt=attempt,
+            status=status,
+        )
+        raise FhirEndpointError(f"{host} answered {status}")
+    audit.record(
+        "report.fhir_export",
+        hospital=report.hospital,
+        obj=report,
+        endpoint=host,
+        attempt=attempt,
+        status=status,
+        version=report.version,
+    )
+    return status

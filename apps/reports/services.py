@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.dispatch import Signal
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -33,12 +34,16 @@ __all__ = [
     "current_report",
     "render_report_pdf_now",
     "request_pdf",
+    "report_signed",
     "save_draft",
     "sign_report",
     "start_report",
 ]
 
 FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
+#: Sent inside the transaction that signs a report or an amendment (hospital_id, report_id), after
+#: its PDF is queued; receivers send their tasks on commit (the integration app exports it as FHIR).
+report_signed = Signal()
 
 
 class NotAllowed(PermissionDenied):
@@ -165,6 +170,7 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
         )
         _notify_patient(locked)
         _send_pdf_render(locked)
+        report_signed.send(sender=Report, hospital_id=locked.hospital_id, report_id=locked.pk)
     _refresh(report, locked)
     return report
 

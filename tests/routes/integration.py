@@ -8,7 +8,9 @@ Who gets what (hospital A):
   storing takes the integration credential); not the admin pages (403).
 * Bob (unassigned doctor): DICOMweb searches answer an empty list; Paul's study and instances 404.
 * Paul (patient user): 403 everywhere (DICOMweb is for clinicians and the PACS).
-* Dora (hospital B): 404 everywhere in hospital A. Anonymous: 302 on pages, 401 on DICOMweb.
+* Dora (hospital B): 404 everywhere in hospital A. Anonymous: 302 on pages, 401 on DICOMweb and
+  the API.
+* The FHIR form of a signed report: like the report itself (Alice, Carol, and Paul for his own).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def _unmatched(w: Any) -> dict[str, Any]:
 
     study_uid = _stored(w, patient_id="UNKNOWN-1")[0]
     return {"pk": DicomStudy.objects.get(study_instance_uid=study_uid).pk}
+
+
+def _signed_report(w: Any) -> dict[str, Any]:
+    from tests.reports.helpers import signed_report
+
+    return {"pk": signed_report(w.paul_record, w.alice, with_pdf=False).pk}
 
 
 def _lists_paul(response: Any, world: Any) -> None:
@@ -96,4 +104,6 @@ ROUTES = [
     Route("dicomweb:study", kwargs=_study_uid, **DICOMWEB),
     Route("dicomweb:instance", kwargs=_instance_uids, **DICOMWEB),
     Route("dicomweb:instance_rendered", kwargs=_instance_uids, **DICOMWEB),
+    # A signed report as FHIR: whoever may read the report (Paul reads his own signed reports).
+    Route("integration_api:report-fhir", kwargs=_signed_report, anon=401, patient=200),
 ]
