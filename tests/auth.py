@@ -38,6 +38,18 @@ def totp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
+def unused_code(device: TOTPDevice) -> str:
+    """A code the device has not accepted yet: the current one, or the next if the current one was
+    used (waiting for the step after that if both were)."""
+    device.refresh_from_db()
+    now = int((time.time() - device.t0) // device.step) + device.drift
+    ahead = max(0, device.last_t + 1 - now)
+    if ahead > device.tolerance:
+        time.sleep((ahead - device.tolerance) * device.step - (time.time() - device.t0) % device.step + 0.1)
+        return unused_code(device)
+    return totp_code(device, steps_ahead=ahead)
+
+
 class SecondFactorLoginMixin:
     def force_login(self, user: Any, backend: str | None = None, *, second_factor: bool = True) -> None:
         super().force_login(user, backend)  # type: ignore[misc]

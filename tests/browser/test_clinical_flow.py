@@ -159,11 +159,24 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 def _login(page, base: str, email: str) -> None:
+    """Password, then, where it is asked for, the code of the user's authenticator app (set up for
+    them here if they have none, as if they had scanned the QR code earlier)."""
+    from apps.accounts.models import User
+
+    from ..auth import authenticator_for, needs_code, unused_code
+
+    user = User.objects.get(email=email)
+    device = authenticator_for(user) if needs_code(user) else None
     page.goto(base + "/accounts/login/")
     page.fill("#id_username", email)
     page.fill("#id_password", TEST_PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
+    if device is not None:
+        assert "/accounts/2fa/verify/" in page.url, page.url
+        page.fill("#id_code", unused_code(device))
+        page.click("button:has-text('Continue')")
+        page.wait_for_load_state("networkidle")
 
 
 def test_doctor_uploads_reviews_and_signs_then_patient_reads_downloads_and_chats(stack, browser, tmp_path):
