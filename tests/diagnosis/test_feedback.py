@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django_scopes import scopes_disabled
 from PIL import Image
 
@@ -99,7 +100,7 @@ def _reviewed(world, patient, doctor, data, *, correct_to=None, ai_label="bacter
     return study
 
 
-def test_export_feedback_writes_an_imagefolder_tree_across_hospitals(world, tmp_path):
+def test_export_feedback_writes_the_datasets_layout_across_hospitals(world, tmp_path):
     corrected_a = _reviewed(world, world.paul_record, world.alice, png_bytes((80, 60), seed=1), correct_to="normal")
     confirmed_a = _reviewed(world, world.paul_record, world.alice, jpeg_bytes((70, 50), seed=2))
     corrected_b = _reviewed(
@@ -110,25 +111,53 @@ def test_export_feedback_writes_an_imagefolder_tree_across_hospitals(world, tmp_
         make_diagnosis(unreviewed)
 
     out = tmp_path / "export"
-    call_command("export_feedback", str(out))
+    call_command("export_feedback", str(out), "--test-percent", "0")
 
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
-    assert files == sorted([f"chest/normal/{corrected_a.pk}.png", f"chest/viral_pneumonia/{corrected_b.pk}.png"])
-    image = Image.open(out / f"chest/normal/{corrected_a.pk}.png")
+    assert files == sorted(
+        [
+            f"chest_xray/train/normal/st-mary-{corrected_a.pk}.png",
+            f"chest_xray/train/viral_pneumonia/riverside-{corrected_b.pk}.png",
+        ]
+    )
+    image = Image.open(out / f"chest_xray/train/normal/st-mary-{corrected_a.pk}.png")
     assert image.mode == "L" and image.size == (80, 60)
     rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert list(rows[0])[:5] == ["split", "dataset", "label", "file", "sha256_of_png"]  # as shared/datasets
     assert {(r["study_id"], r["label"], r["ai_label"], r["action"], r["hospital"]) for r in rows} == {
         (str(corrected_a.pk), "normal", "bacterial_pneumonia", "correct", "st-mary"),
         (str(corrected_b.pk), "viral_pneumonia", "bacterial_pneumonia", "correct", "riverside"),
     }
+    assert all(hashlib.sha256((out / r["file"]).read_bytes()).hexdigest() == r["sha256_of_png"] for r in rows)
     with scopes_disabled():
         assert AuditEvent.objects.filter(action="diagnosis.export_feedback").count() == 2
 
     out2 = tmp_path / "with-confirmed"
-    call_command("export_feedback", str(out2), "--include-confirmed")
-    assert (out2 / f"chest/bacterial_pneumonia/{confirmed_a.pk}.png").exists()
+    call_command("export_feedback", str(out2), "--include-confirmed", "--hospital", "st-mary", "--test-percent", "0")
+    assert (out2 / f"chest_xray/train/bacterial_pneumonia/st-mary-{confirmed_a.pk}.png").exists()
     rows = list(csv.DictReader(open(out2 / "manifest.csv")))
-    assert {r["action"] for r in rows} == {"confirm", "correct"} and len(rows) == 3
+    assert {r["action"] for r in rows} == {"confirm", "correct"} and {r["hospital"] for r in rows} == {"st-mary"}
+
+
+def test_export_holds_out_whole_patients(world, tmp_path):
+    """Every case of a patient lands in the same split, the same in every export."""
+    for seed in range(4):
+        _reviewed(world, world.paul_record, world.alice, png_bytes(seed=seed), correct_to="normal")
+    _reviewed(world, world.other_a, world.bob, png_bytes(seed=9), correct_to="viral_pneumonia")
+    splits = []
+    for run in range(2):
+        call_command("export_feedback", str(tmp_path / f"e{run}"), "--test-percent", "50")
+        rows = list(csv.DictReader(open(tmp_path / f"e{run}" / "manifest.csv")))
+        by_patient = {}  # here each patient's cases share a label: Paul's are normal, Olga's viral
+        for r in rows:
+            by_patient.setdefault(r["label"], set()).add(r["split"])
+        assert all(len(s) == 1 for s in by_patient.values())
+        splits.append(sorted((r["study_id"], r["split"]) for r in rows))
+    assert splits[0] == splits[1]
+    with pytest.raises(CommandError, match="between 0 and 90"):
+        call_command("export_feedback", str(tmp_path / "x"), "--test-percent", "95")
+    with pytest.raises(CommandError, match="No hospital"):
+        call_command("export_feedback", str(tmp_path / "x"), "--hospital", "nowhere")
 
 
 def test_export_uses_the_latest_verdict_of_a_study(world, tmp_path):

@@ -113,6 +113,17 @@ def manifest_hash(names: list[str], ys: np.ndarray, extra: str = "") -> str:
     return hashlib.sha256(("\n".join(f"{n},{y}" for n, y in zip(names, ys, strict=True)) + extra).encode()).hexdigest()
 
 
+def add_extra_training(
+    extra_dir: Path, labels: list[str], size: int, method: str, xtr: np.ndarray, ytr: np.ndarray, manifest: str
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Add ``extra_dir/train/<label>/*`` (the doctors' labelled cases, ``manage.py export_feedback``)
+    to the training images only: validation, and so checkpoint choice, calibration and thresholds,
+    stays carved from the base data, and ``extra_dir/test`` (held-out patients) is never read here.
+    The data manifest hash covers both."""
+    xe, ye, names = load_folder(extra_dir / "train", labels, size)
+    return np.concatenate([xtr, preprocess(method, xe)]), np.concatenate([ytr, ye]), manifest_hash(names, ye, manifest)
+
+
 def near_duplicate_groups(xs: np.ndarray, threshold: float = 0.95, block: int = 1024) -> np.ndarray:
     """A group id per image: images whose mean-removed 32×32 thumbnails correlate at ``threshold``
     or more (neighbouring slices of one scan, re-encoded copies) share a group, transitively.
@@ -306,6 +317,7 @@ COMMON_OPTIONS = frozenset(
         "pretrained",
         "version",
         "log",
+        "extra_data",
     }
 )
 
@@ -349,6 +361,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
     if task == "router":
         if method != "none":
             raise ValueError("the router reads images as they come; preprocessing is for specialists")
+        if cfg.get("extra_data"):
+            raise ValueError("extra_data (doctors' labelled cases) is for the specialists, not the router")
         xtr, ytr, xva, yva, manifest = _router_data(data_dir, size, cfg)
         test = _router_test(data_dir, size)
     else:
@@ -357,6 +371,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         xs = preprocess(method, xs)
         mask, grouped = carve_validation(task, xs, names, ys, cfg)
         xtr, ytr, xva, yva = xs[~mask], ys[~mask], xs[mask], ys[mask]
+        if cfg.get("extra_data"):
+            xtr, ytr, manifest = add_extra_training(Path(cfg["extra_data"]), labels, size, method, xtr, ytr, manifest)
         test = None
         if (data_dir / "test").is_dir():
             xte, yte, _ = load_folder(data_dir / "test", labels, size)

@@ -1,5 +1,9 @@
 """``manage.py train_model {router,chest,brain} --data DIR``: train a model and register it.
 
+``--extra-data EXPORT`` adds the doctors' labelled cases that ``manage.py export_feedback EXPORT``
+wrote (its ``train/`` split for this specialist) to the training images; validation stays carved
+from ``--data`` and the export's held-out ``test/`` split is left for ``evaluate_model``.
+
 A thin wrapper around the pipeline's training library (``apps.diagnosis.pipeline.training``,
 no Django), which writes a versioned artifact (weights + model card). The new version is
 registered inactive, so it can be compared first (``rollout_percent`` in the admin), unless
@@ -15,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.diagnosis.models import ROUTE_FOR_SPECIALIST
 from apps.diagnosis.registry import register_artifact
 
 
@@ -32,6 +37,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("task", choices=["router", "chest", "brain"])
         parser.add_argument("--data", type=Path, required=True, help="ImageFolder dataset (train/ and test/ inside).")
+        parser.add_argument(
+            "--extra-data",
+            type=Path,
+            dest="extra_data",
+            help="An export_feedback folder: its train/ cases for this specialist are trained on as well.",
+        )
         parser.add_argument("--out", type=Path, help="Where to write the artifact (default MODEL_WEIGHTS_DIR/<task>).")
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--img-size", type=int, dest="img_size")
@@ -65,6 +76,8 @@ class Command(BaseCommand):
             if opts.get(key) is not None
         }
         config["threads"] = opts["threads"] or settings.TORCH_NUM_THREADS
+        if opts["extra_data"] is not None:
+            config["extra_data"] = self._extra_data(task, opts["extra_data"])
         for item in opts["set"]:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -93,3 +106,12 @@ class Command(BaseCommand):
         mv, created = register_artifact(artifact_dir, activate=opts["activate"])
         state = "active" if mv.is_active else "inactive (activate it in the admin or with --activate)"
         self.stdout.write(f"{'Registered' if created else 'Already registered'}: {mv.task} {mv.version}, {state}")
+
+    def _extra_data(self, task: str, export: Path) -> str:
+        """The export's folder for ``task`` (``EXPORT/chest_xray`` …), which must hold a train/ split."""
+        if task not in ROUTE_FOR_SPECIALIST:
+            raise CommandError("--extra-data adds doctors' labelled cases to a specialist (chest or brain).")
+        folder = export / ROUTE_FOR_SPECIALIST[task]
+        if not (folder / "train").is_dir():
+            raise CommandError(f"{folder / 'train'} does not exist: is {export} a folder written by export_feedback?")
+        return str(folder)
