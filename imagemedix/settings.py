@@ -65,7 +65,6 @@ INSTALLED_APPS = [
     "knox",  # API tokens: hashed, expiring (model accounts.ApiToken)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
-    "guardian",
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",  # the authenticator app (TOTP)
@@ -135,7 +134,6 @@ AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # lockout check first
     "django.contrib.auth.backends.ModelBackend",
-    "guardian.backends.ObjectPermissionBackend",
 ]
 # Argon2id with the OWASP parameters (19 MiB, t=2, p=1), at most PASSWORD_HASH_CONCURRENCY hashes at
 # once per process (imagemedix/hashers.py). Older argon2 hashes verify and are upgraded on login.
@@ -158,10 +156,6 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 OTP_TOTP_ISSUER = env.str("TOTP_ISSUER", default="ImageMedix")  # the account's name in the authenticator app
 # Signing or amending a report needs the password (and the code) entered within this many minutes.
 REAUTH_MAX_AGE_MINUTES = env.int("REAUTH_MAX_AGE_MINUTES", default=5)
-
-# django-guardian: no anonymous user row (our User has no username field to give it).
-ANONYMOUS_USER_NAME = None
-GUARDIAN_RAISE_403 = False
 
 # django-axes: 5 failures on the same account from the same address lock it for a while.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)

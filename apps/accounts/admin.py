@@ -3,6 +3,8 @@ app's admin uses so that a hospital admin only ever sees their own hospital's ro
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 from django.contrib import admin
@@ -14,9 +16,9 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
 from . import audit
-from .models import AuditEvent, Hospital, Membership, User
+from .models import AuditEvent, Hospital, Membership, Role, User
 from .signals import announce_access_change
-from .tenancy import hospitals_administered_by
+from .tenancy import Tenant, hospitals_administered_by
 
 
 def admin_hospital_ids(request: HttpRequest) -> list[int]:
@@ -162,6 +164,22 @@ class HospitalScopedAdmin(admin.ModelAdmin):
     def history_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         self._require_object(request, object_id)
         return super().history_view(request, object_id, extra_context)
+
+
+class TenantOwnedAdmin(HospitalScopedAdmin):
+    """ModelAdmin base for models whose queryset has ``visible_to(tenant)`` (patients, studies,
+    reports, AI reads...): a hospital admin's rows are what ``visible_to`` gives them, acting as
+    the admin of each hospital they administer, so the admin site and the portal answer from the
+    same rule (apps/studies/access.py)."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        qs = admin.ModelAdmin.get_queryset(self, request)
+        if self.is_platform_admin(request):
+            return qs
+        admin_role = frozenset({Role.HOSPITAL_ADMIN})
+        hospitals = Hospital.objects.filter(pk__in=admin_hospital_ids(request))
+        tenants = [Tenant(hospital=hospital, user=request.user, roles=admin_role) for hospital in hospitals]
+        return reduce(operator.or_, (qs.visible_to(tenant) for tenant in tenants), qs.none())
 
 
 class ReadOnlyAdminMixin:

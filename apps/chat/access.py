@@ -1,61 +1,47 @@
-"""Who may read and write which conversation. Views and consumers come here; none of them
-filters chat data on its own.
+"""Fetching chat data for views and consumers, always through ``Conversation.objects.visible_to``
+(the rule is in ``apps/chat/models.py``, built on ``apps/studies/access.py``):
 
-Within the active hospital scope:
-* a doctor sees the conversations with the patients currently assigned to them;
+* a doctor sees the conversations with the patients they care for;
 * a patient user sees the conversations about their own patient record(s), with the doctors
-  currently assigned to them;
+  caring for them now;
 * hospital admins do not read chats (unless they are also a party).
 
-A conversation exists only while the doctor is assigned (CareAssignment): when the assignment
-ends, both sides lose access, open sockets included. Anything else answers 404.
+A conversation is usable only while its doctor cares for its patient (CareAssignment, active
+doctor): when that ends, both sides lose access, open sockets included. Anything else answers 404.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from apps.accounts.tenancy import Tenant
-from apps.studies.access import active_doctor_ids, cares_for
-from apps.studies.models import CareAssignment, Patient
+from apps.studies.access import care_rows, cares_for
+from apps.studies.models import Patient
 
 from .models import Conversation
 
 
-def _assignment_exists() -> Exists:
-    return Exists(
-        CareAssignment.objects.filter(
-            hospital=OuterRef("hospital"), patient=OuterRef("patient"), doctor=OuterRef("doctor")
-        )
-    )
-
-
-def visible_conversations(tenant: Tenant) -> QuerySet[Conversation]:
-    base = Conversation.objects.filter(hospital=tenant.hospital).filter(_assignment_exists())
-    parties = Q(pk__in=[])
-    if tenant.is_doctor:
-        parties |= Q(doctor=tenant.user)
-    if tenant.is_patient:
-        parties |= Q(patient__user=tenant.user)
-    return base.filter(parties)
-
-
 def get_conversation(tenant: Tenant, pk: int) -> Conversation:
-    conversation = visible_conversations(tenant).select_related("patient", "doctor").filter(pk=pk).first()
+    conversation = usable_conversation(tenant, pk)
     if conversation is None:
         raise Http404("No such conversation.")
     return conversation
+
+
+def usable_conversation(tenant: Tenant, pk: int) -> Conversation | None:
+    """The conversation if the user may read and write it now, else None."""
+    return Conversation.objects.visible_to(tenant).select_related("patient", "doctor", "hospital").filter(pk=pk).first()
 
 
 def inbox(tenant: Tenant) -> QuerySet[Conversation]:
     """Visible conversations with ``unread`` (messages to this user not read yet) and
     ``last_activity``, the most recently active first. One query, whatever the count."""
     return (
-        visible_conversations(tenant)
+        Conversation.objects.visible_to(tenant)
         .select_related("patient", "doctor")
         .annotate(
             unread=Count(
@@ -76,23 +62,16 @@ def assignment_active(conversation: Conversation) -> bool:
     return cares_for(conversation.doctor, conversation.patient)
 
 
-def can_use(tenant: Tenant, conversation: Conversation) -> bool:
-    """The user may read and write this conversation now (party, right role, assignment active)."""
-    if conversation.hospital_id != tenant.hospital.pk:
-        return False
-    as_doctor = tenant.is_doctor and conversation.doctor_id == tenant.user.pk
-    as_patient = tenant.is_patient and conversation.patient.user_id == tenant.user.pk
-    return (as_doctor or as_patient) and assignment_active(conversation)
-
-
 def startable_patients(tenant: Tenant) -> QuerySet[Patient]:
-    """Patients a doctor may start a conversation with: assigned to them and with a login."""
+    """Patients a doctor may start a conversation with: cared for by them, with a login, and no
+    conversation with them yet."""
     if not tenant.is_doctor:
         return Patient.objects.none()
+    mine = care_rows(tenant.hospital).filter(doctor_id=tenant.user.pk).values("patient_id")
     return (
-        Patient.objects.filter(hospital=tenant.hospital, user__isnull=False, care_assignments__doctor=tenant.user)
+        Patient.objects.visible_to(tenant)
+        .filter(pk__in=mine, user__isnull=False)
         .exclude(conversations__doctor=tenant.user)
-        .distinct()
     )
 
 
@@ -100,15 +79,10 @@ def startable_doctors(tenant: Tenant) -> list[tuple[Patient, Any]]:
     """(own patient record, doctor) pairs a patient may start a conversation with."""
     if not tenant.is_patient:
         return []
-    pairs = []
-    existing = set(
-        Conversation.objects.filter(hospital=tenant.hospital, patient__user=tenant.user).values_list(
-            "patient_id", "doctor_id"
-        )
-    )
-    for assignment in CareAssignment.objects.filter(
-        hospital=tenant.hospital, patient__user=tenant.user, doctor_id__in=active_doctor_ids(tenant.hospital)
-    ).select_related("patient", "doctor"):
-        if (assignment.patient_id, assignment.doctor_id) not in existing:
-            pairs.append((assignment.patient, assignment.doctor))
-    return pairs
+    existing = set(Conversation.objects.visible_to(tenant).values_list("patient_id", "doctor_id"))
+    team = care_rows(tenant.hospital).filter(patient__in=Patient.objects.visible_to(tenant).filter(user=tenant.user))
+    return [
+        (assignment.patient, assignment.doctor)
+        for assignment in team.select_related("patient", "doctor")
+        if (assignment.patient_id, assignment.doctor_id) not in existing
+    ]

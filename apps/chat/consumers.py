@@ -34,10 +34,10 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from apps.accounts.tenancy import Tenant, resolve_tenant, session_user, tenant_scope
-from apps.studies.access import visible_studies
+from apps.studies.models import Study
 
 from . import notifications, services
-from .access import can_use
+from .access import usable_conversation
 from .models import Conversation, Message, access_group, user_group
 from .receivers import study_status_event
 
@@ -238,7 +238,7 @@ def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, 
     if not study_ids:
         return []
     with tenant_scope(tenant.hospital):
-        rows = visible_studies(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
+        rows = Study.objects.visible_to(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
         return [study_status_event(pk, status, message) for pk, status, message in rows]
 
 
@@ -330,14 +330,7 @@ class ChatConsumer(TenantConsumer):
 
 def _usable_conversation(tenant: Tenant, conversation_id: int) -> Conversation | None:
     with tenant_scope(tenant.hospital):
-        conversation = (
-            Conversation.objects.filter(hospital=tenant.hospital, pk=conversation_id)
-            .select_related("patient", "hospital", "doctor")
-            .first()
-        )
-        if conversation is None or not can_use(tenant, conversation):
-            return None
-        return conversation
+        return usable_conversation(tenant, conversation_id)
 
 
 def _send(tenant: Tenant, conversation: Conversation, body: str) -> None:
@@ -354,7 +347,8 @@ def _messages_since(tenant: Tenant, conversation: Conversation, since: int) -> l
     """Messages after ``since``, oldest first (what a reconnecting client missed; at most 100)."""
     with tenant_scope(tenant.hospital):
         missed = (
-            Message.objects.filter(conversation=conversation, pk__gt=since)
+            Message.objects.visible_to(tenant)
+            .filter(conversation=conversation, pk__gt=since)
             .select_related("sender")
             .order_by("pk")[:100]
         )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import OuterRef, Q
 from django.utils import timezone
 from django_scopes import ScopedManager
 
 from apps.accounts.models import Hospital
+from apps.accounts.tenancy import Tenant
+from apps.studies.access import NOTHING, in_care_of
 
 MESSAGE_MAX_LENGTH = 2000
 
@@ -19,6 +22,16 @@ class NotificationKind(models.TextChoices):
     NEW_MESSAGE = "new_message", "New message"
     STUDY_STATUS = "study_status", "Study status"
     DRIFT_ALERT = "drift_alert", "AI model drift alert"
+
+
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def visible_to(self, tenant: Tenant) -> NotificationQuerySet:
+        """A user's own notifications in the tenant's hospital; nobody reads anybody else's."""
+        return self.for_user(tenant.hospital.pk, tenant.user.pk)
+
+    def for_user(self, hospital_id: int, user_id: int) -> NotificationQuerySet:
+        """The same rule by ids, for the push side (apps/chat/notifications.py) that has no request."""
+        return self.filter(hospital_id=hospital_id, user_id=user_id)
 
 
 class Notification(models.Model):
@@ -39,7 +52,7 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     read_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(NotificationQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-id"]
@@ -66,6 +79,20 @@ class Notification(models.Model):
         }
 
 
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def visible_to(self, tenant: Tenant) -> ConversationQuerySet:
+        """The conversations the user is a party to in a role they hold here (the doctor, or the
+        patient's own login), while that doctor cares for that patient (apps.studies.access).
+        Hospital admins do not read chats unless they are a party."""
+        parties = NOTHING
+        if tenant.is_doctor:
+            parties |= Q(doctor=tenant.user.pk)
+        if tenant.is_patient:
+            parties |= Q(patient__user=tenant.user.pk)
+        cared_for = in_care_of(tenant.hospital, doctor=OuterRef("doctor"), patient=OuterRef("patient"))
+        return self.filter(parties, cared_for, hospital=tenant.hospital)
+
+
 class Conversation(models.Model):
     """The message thread between one patient and one of their doctors.
 
@@ -78,7 +105,7 @@ class Conversation(models.Model):
     doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(ConversationQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at"]
@@ -93,6 +120,12 @@ class Conversation(models.Model):
         return conversation_group(self.hospital_id, self.pk)
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    def visible_to(self, tenant: Tenant) -> MessageQuerySet:
+        """The messages of the conversations the user sees."""
+        return self.filter(hospital=tenant.hospital, conversation__in=Conversation.objects.visible_to(tenant))
+
+
 class Message(models.Model):
     """One chat message. Stored as typed and always rendered escaped (never as HTML)."""
 
@@ -103,7 +136,7 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     read_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(MessageQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -102,30 +102,26 @@ def push_event(*, hospital_id: int, user_id: int, event: dict[str, Any]) -> None
 
 def unread_count(hospital_id: int, user_id: int) -> int:
     with tenant_scope(hospital_id):
-        return Notification.objects.filter(hospital_id=hospital_id, user_id=user_id, read_at__isnull=True).count()
+        return Notification.objects.for_user(hospital_id, user_id).filter(read_at__isnull=True).count()
 
 
 def last_id(hospital_id: int, user_id: int) -> int:
     """The id of the user's newest notification in this hospital (0 if none)."""
     with tenant_scope(hospital_id):
-        newest = (
-            Notification.objects.filter(hospital_id=hospital_id, user_id=user_id).order_by("-pk").values("pk").first()
-        )
+        newest = Notification.objects.for_user(hospital_id, user_id).order_by("-pk").values("pk").first()
     return newest["pk"] if newest else 0
 
 
 def notifications_since(hospital_id: int, user_id: int, since: int = 0, limit: int = 100) -> list[Notification]:
     """The user's notifications with an id above ``since``, oldest first (what a client missed)."""
     with tenant_scope(hospital_id):
-        return list(
-            Notification.objects.filter(hospital_id=hospital_id, user_id=user_id, pk__gt=since).order_by("pk")[:limit]
-        )
+        return list(Notification.objects.for_user(hospital_id, user_id).filter(pk__gt=since).order_by("pk")[:limit])
 
 
 def mark_read(hospital_id: int, user_id: int, up_to: int | None = None, **filters: Any) -> int:
     """Mark the user's unread notifications read (all, or those with id ≤ ``up_to``)."""
     with tenant_scope(hospital_id):
-        qs = Notification.objects.filter(hospital_id=hospital_id, user_id=user_id, read_at__isnull=True, **filters)
+        qs = Notification.objects.for_user(hospital_id, user_id).filter(read_at__isnull=True, **filters)
         if up_to is not None:
             qs = qs.filter(pk__lte=up_to)
         return qs.update(read_at=timezone.now())

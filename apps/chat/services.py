@@ -19,8 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts import audit
-from apps.studies.access import cares_for, is_active_doctor
-from apps.studies.models import CareAssignment, Patient
+from apps.studies.access import care_rows, cares_for, is_active_doctor
+from apps.studies.models import Patient
 
 from . import notifications
 from .access import assignment_active, is_party
@@ -125,8 +125,9 @@ def send_message(conversation: Conversation, sender: Any, body: str, *, request:
         # Re-check inside the transaction, holding the assignment row, so an unassignment that
         # commits at the same moment cannot let one more message through.
         if (
-            not CareAssignment.objects.select_for_update()
-            .filter(hospital=hospital, patient_id=conversation.patient_id, doctor_id=conversation.doctor_id)
+            not care_rows(hospital)
+            .select_for_update()
+            .filter(patient_id=conversation.patient_id, doctor_id=conversation.doctor_id)
             .exists()
         ):
             raise ChatAccessDenied(ACCESS_ENDED)

@@ -37,7 +37,7 @@ def notification_list(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     if request.method == "POST":
         notifications.mark_read(tenant.hospital.pk, tenant.user.pk)
         return redirect("chat:notifications", hospital_slug)
-    qs = Notification.objects.filter(hospital=tenant.hospital, user=tenant.user).order_by("-id")
+    qs = Notification.objects.visible_to(tenant).order_by("-id")
     page = Paginator(qs, NOTIFICATIONS_PER_PAGE).get_page(request.GET.get("page"))
     audit.record("notification.list", hospital=tenant.hospital, actor=request.user, request=request)
     return render(
@@ -118,7 +118,12 @@ def conversation(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespo
         else:
             return redirect(services.conversation_url(convo) + "#latest")
 
-    history = Message.objects.filter(conversation=convo).select_related("sender").order_by("-created_at", "-id")
+    history = (
+        Message.objects.visible_to(tenant)
+        .filter(conversation=convo)
+        .select_related("sender")
+        .order_by("-created_at", "-id")
+    )
     page = Paginator(history, MESSAGES_PER_PAGE).get_page(request.GET.get("page"))
     if page.number == 1:
         services.mark_read(convo, request.user)

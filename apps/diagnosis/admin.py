@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.accounts import audit
-from apps.accounts.admin import HospitalScopedAdmin, ReadOnlyAdminMixin
+from apps.accounts.admin import HospitalScopedAdmin, ReadOnlyAdminMixin, TenantOwnedAdmin
 
 from .models import DeploymentChange, Diagnosis, Feedback, ModelDeployment, ModelVersion
 from .registry import activate_version
@@ -120,8 +120,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Activated: {', '.join(str(mv) for mv in chosen.values())}.")
 
 
-class ScopedReadOnlyAdmin(ReadOnlyAdminMixin, HospitalScopedAdmin):
-    """Read-only; platform admins see every hospital, hospital admins only their own."""
+class ScopedReadOnlyAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
+    """AI reads and feedback, read-only: platform admins see every hospital, hospital admins the
+    rows ``visible_to`` them."""
+
+    hospital_admin_can = frozenset({"view"})
+
+
+class HospitalReadOnlyAdmin(ReadOnlyAdminMixin, HospitalScopedAdmin):
+    """Hospital-level settings and their history (about no patient), read-only."""
 
     hospital_admin_can = frozenset({"view"})
 
@@ -180,7 +187,7 @@ class FeedbackAdmin(ScopedReadOnlyAdmin):
 
 
 @admin.register(ModelDeployment)
-class ModelDeploymentAdmin(ScopedReadOnlyAdmin):
+class ModelDeploymentAdmin(HospitalReadOnlyAdmin):
     """Which versions each hospital is trying; changed on the hospital's models page only."""
 
     list_display = ("hospital", "task", "model_version", "stage", "rollout_percent", "updated_at")
@@ -191,7 +198,7 @@ class ModelDeploymentAdmin(ScopedReadOnlyAdmin):
 
 
 @admin.register(DeploymentChange)
-class DeploymentChangeAdmin(ScopedReadOnlyAdmin):
+class DeploymentChangeAdmin(HospitalReadOnlyAdmin):
     """The history of who changed what: every shadow start, A/B share, activation and rollback."""
 
     list_display = ("created_at", "hospital", "model_version", "from_stage", "to_stage", "to_percent", "actor", "note")

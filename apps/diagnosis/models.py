@@ -16,6 +16,8 @@ from django.db.models import Q, Sum
 from django_scopes import ScopedManager
 
 from apps.accounts.models import Hospital
+from apps.accounts.tenancy import Tenant
+from apps.studies.access import clinical_rows
 from apps.studies.models import Modality, Study
 
 
@@ -107,6 +109,12 @@ class ModelVersion(models.Model):
             raise ValidationError({"rollout_percent": "The rollouts of one task cannot add up to more than 100%."})
 
 
+class DiagnosisQuerySet(models.QuerySet["Diagnosis"]):
+    def visible_to(self, tenant: Tenant) -> DiagnosisQuerySet:
+        """Exactly those who see the study: the hospital's admins, the doctors caring for the patient."""
+        return self.filter(clinical_rows(tenant, patient="study__patient"))
+
+
 class Diagnosis(models.Model):
     """The AI second read of one study by one set of model versions.
 
@@ -162,7 +170,7 @@ class Diagnosis(models.Model):
     timings_ms = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(DiagnosisQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -258,6 +266,12 @@ class FeedbackAction(models.TextChoices):
     CORRECT = "correct", "Corrected the AI label"
 
 
+class FeedbackQuerySet(models.QuerySet["Feedback"]):
+    def visible_to(self, tenant: Tenant) -> FeedbackQuerySet:
+        """Those who see the AI read it is about."""
+        return self.filter(clinical_rows(tenant, patient="diagnosis__study__patient"))
+
+
 class Feedback(models.Model):
     """A doctor's verdict on an AI read: confirm its label, or correct it (with a comment).
 
@@ -273,7 +287,7 @@ class Feedback(models.Model):
     comment = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(FeedbackQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at", "-id"]

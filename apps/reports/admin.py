@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from apps.accounts.admin import HospitalScopedAdmin, ReadOnlyAdminMixin
+from apps.accounts.admin import ReadOnlyAdminMixin, TenantOwnedAdmin
 
 from .models import Report
 
 
 @admin.register(Report)
-class ReportAdmin(ReadOnlyAdminMixin, HospitalScopedAdmin):
-    hospital_lookup = "hospital"
+class ReportAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
     hospital_admin_can = frozenset({"view"})
     list_display = ("id", "hospital", "patient", "study", "version", "status", "signed_by", "signed_at", "pdf_status")
     list_filter = ("hospital", "status", "pdf_status")

@@ -10,7 +10,9 @@ from django.db.models import Q
 from django_scopes import ScopedManager
 
 from apps.accounts.models import Hospital
+from apps.accounts.tenancy import Tenant
 from apps.diagnosis.models import indeterminate_display
+from apps.studies.access import clinical_rows, own_rows
 
 
 class ReportStatus(models.TextChoices):
@@ -35,6 +37,28 @@ class ReportLocked(Exception):
 MUTABLE_AFTER_SIGNING = frozenset(
     {"status", "pdf_status", "pdf_name", "pdf_sha256", "pdf_key_id", "pdf_size", "pdf_rendered_at", "updated_at"}
 )
+
+
+class ReportQuerySet(models.QuerySet["Report"]):
+    """Who reads which report (apps.studies.access): the staff side reads every version of the
+    reports about the patients it sees, drafts included; a patient user reads the signed versions
+    of their own reports (current or superseded by an amendment), never drafts."""
+
+    def visible_to(self, tenant: Tenant) -> ReportQuerySet:
+        """Everything the user may read or download, whatever their roles here."""
+        return self.filter(clinical_rows(tenant) | self._own_signed(tenant))
+
+    def clinical_for(self, tenant: Tenant) -> ReportQuerySet:
+        """The staff side only (the review, amend and PDF-retry screens)."""
+        return self.filter(clinical_rows(tenant))
+
+    def signed_for_patient(self, tenant: Tenant) -> ReportQuerySet:
+        """The patient user's own signed reports (their portal)."""
+        return self.filter(self._own_signed(tenant))
+
+    @staticmethod
+    def _own_signed(tenant: Tenant) -> Q:
+        return own_rows(tenant) & Q(status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
 
 
 class Report(models.Model):
@@ -98,7 +122,7 @@ class Report(models.Model):
     pdf_size = models.PositiveBigIntegerField(null=True, blank=True)
     pdf_rendered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(ReportQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["study", "-version"]

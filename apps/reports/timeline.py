@@ -1,12 +1,12 @@
 """A patient's history: studies, AI reads, doctors' confirmations/corrections and reports, in
-time order. Built from rows the caller may already see (call with a patient obtained through
-``apps.studies.access``)."""
+time order. Every row comes through its model's ``visible_to``, like on every other page."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
+from apps.accounts.tenancy import Tenant
 from apps.diagnosis.models import Diagnosis, Feedback, FeedbackAction
 from apps.studies.models import Patient, Study
 
@@ -25,13 +25,13 @@ class Event:
     study_id: int | None = None
 
 
-def patient_timeline(patient: Patient) -> list[Event]:
-    """Every event of ``patient``'s record, newest first."""
+def patient_timeline(tenant: Tenant, patient: Patient) -> list[Event]:
+    """Every event of ``patient``'s record that the tenant's user sees, newest first."""
     from django.urls import reverse
 
     slug = patient.hospital.slug
     events: list[Event] = []
-    studies = list(Study.objects.filter(hospital_id=patient.hospital_id, patient=patient).select_related("uploaded_by"))
+    studies = list(Study.objects.visible_to(tenant).filter(patient=patient).select_related("uploaded_by"))
     for study in studies:
         events.append(
             Event(
@@ -43,10 +43,8 @@ def patient_timeline(patient: Patient) -> list[Event]:
                 study_id=study.pk,
             )
         )
-    events += _ai_events(patient)
-    for report in Report.objects.filter(hospital_id=patient.hospital_id, patient=patient).select_related(
-        "signed_by", "author"
-    ):
+    events += _ai_events(tenant, patient)
+    for report in Report.objects.visible_to(tenant).filter(patient=patient).select_related("signed_by", "author"):
         url = reverse("reports:detail", args=[slug, report.pk])
         if report.signed_at is not None:
             amended = report.supersedes_id is not None
@@ -77,9 +75,9 @@ def patient_timeline(patient: Patient) -> list[Event]:
     return events
 
 
-def _ai_events(patient: Patient) -> list[Event]:
+def _ai_events(tenant: Tenant, patient: Patient) -> list[Event]:
     events: list[Event] = []
-    diagnoses = Diagnosis.objects.filter(hospital_id=patient.hospital_id, study__patient=patient)
+    diagnoses = Diagnosis.objects.visible_to(tenant).filter(study__patient=patient)
     for dx in diagnoses:
         if dx.refused:
             events.append(
@@ -106,7 +104,7 @@ def _ai_events(patient: Patient) -> list[Event]:
                 study_id=dx.study_id,
             )
         )
-    feedback = Feedback.objects.filter(hospital_id=patient.hospital_id, diagnosis__study__patient=patient)
+    feedback = Feedback.objects.visible_to(tenant).filter(diagnosis__study__patient=patient)
     for fb in feedback.select_related("doctor", "diagnosis"):
         corrected = fb.action == FeedbackAction.CORRECT
         if fb.diagnosis.indeterminate:  # no AI label was suggested: the doctor chose one

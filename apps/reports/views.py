@@ -78,7 +78,7 @@ def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str,
         "patient": study.patient,
         "result": result,
         "report": report,
-        "versions": list(access.reports_of_study(study)),
+        "versions": list(access.reports_of_study(tenant, study)),
         "feedback": feedback,
         "can_write": tenant.is_doctor and cares_for(request.user, study.patient),
         "viewer": viewer_config(study, label=image_title(study)),
@@ -207,7 +207,7 @@ def detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     return render(
         request,
         "reports/detail.html",
-        {"report": report, "versions": list(access.reports_of_study(report.study)), "patient": report.patient},
+        {"report": report, "versions": list(access.reports_of_study(tenant, report.study)), "patient": report.patient},
     )
 
 
@@ -240,7 +240,7 @@ def pdf(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
 
 
 def _clinical_sees(tenant: Any, report: Report) -> bool:
-    return access.clinical_reports(tenant).filter(pk=report.pk).exists()
+    return Report.objects.clinical_for(tenant).filter(pk=report.pk).exists()
 
 
 def _safe(text: str) -> str:
@@ -270,7 +270,9 @@ def my_home(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     """Where patients land: their signed reports, messages and notifications, in plain words."""
     tenant = request.tenant  # type: ignore[attr-defined]
     reports = list(
-        access.patient_reports(tenant).select_related("signed_by", "study", "patient").order_by("-signed_at", "-pk")
+        Report.objects.signed_for_patient(tenant)
+        .select_related("signed_by", "study", "patient")
+        .order_by("-signed_at", "-pk")
     )
     current = [r for r in reports if r.status == ReportStatus.SIGNED]
     older = [r for r in reports if r.status == ReportStatus.AMENDED]
@@ -298,7 +300,7 @@ def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
     report = access.get_patient_report(tenant, pk)
     newer = None
     if report.status == ReportStatus.AMENDED:
-        newer = access.patient_reports(tenant).filter(study=report.study, status=ReportStatus.SIGNED).first()
+        newer = Report.objects.signed_for_patient(tenant).filter(study=report.study, status=ReportStatus.SIGNED).first()
     audit.record("report.view", hospital=tenant.hospital, actor=request.user, obj=report, request=request)
     return render(
         request,
@@ -313,7 +315,7 @@ def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
 
 
 def _recent_notifications(tenant: Any, limit: int = 5) -> list[Any]:
-    return list(Notification.objects.filter(hospital=tenant.hospital, user=tenant.user).order_by("-id")[:limit])
+    return list(Notification.objects.visible_to(tenant).order_by("-id")[:limit])
 
 
 def _conversations(tenant: Any) -> list[Any]:
@@ -332,6 +334,6 @@ def _conversations(tenant: Any) -> list[Any]:
 def timeline(request: HttpRequest, hospital_slug: str, patient_pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     patient = get_caseload_patient(tenant, patient_pk)
-    events = patient_timeline(patient)
+    events = patient_timeline(tenant, patient)
     audit.record("patient.timeline", hospital=tenant.hospital, actor=request.user, obj=patient, request=request)
     return render(request, "reports/timeline.html", {"patient": patient, "events": events})

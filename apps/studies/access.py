@@ -1,17 +1,19 @@
-"""The authorization vocabulary: who is an active doctor here, who cares for which patient, who
-sees which patients and studies. Views, the API, consumers, receivers, services and tasks all come
-here (and the reports and chat access modules build on it); none of them writes these rules out
-on its own.
+"""The authorization vocabulary: who is an active doctor here, who cares for which patient, and
+which rows of which model a user sees. Every scoped model's ``visible_to(tenant)`` queryset method
+is built from the filters below, and views, the API, consumers, receivers, services, tasks and
+the admin all come here (or to ``visible_to``); none of them writes these rules out on its own.
 
 The rules, within the active hospital scope:
 * an **active doctor** of a hospital has an active ``doctor`` membership there and an active
   account (``is_active_doctor``, ``active_doctor_ids``);
 * a doctor **cares for** a patient while a ``CareAssignment`` row links them and the doctor is an
-  active doctor of the patient's hospital (``cares_for``, ``care_team``, ``caseload``). The
-  assignment row is the one source of truth for the care relation;
-* hospital admins see every patient and study of their hospital;
-* doctors see the patients they care for and their studies;
-* patients see their own patient record, and no studies (they read signed reports instead).
+  active doctor of the patient's hospital (``care_rows``, ``cares_for``, ``care_team``,
+  ``in_care_of``). The assignment row is the one source of truth for the care relation: there
+  is no second record of it (no object permissions) to fall out of step;
+* hospital admins see every row of their hospital that is about a patient; doctors see the rows
+  about the patients they care for (``clinical_rows``);
+* patients see rows about their own patient record(s) where a model allows it (``own_rows``):
+  their record, their signed reports, their conversations; never studies or AI reads.
 
 Anything else answers 404, exactly like an object that does not exist.
 """
@@ -20,13 +22,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from apps.accounts.models import Hospital, Membership, Role
 from apps.accounts.tenancy import Tenant, roles_in
 
 from .models import CareAssignment, Patient, Study
+
+#: A filter no row passes (``Q()`` would let every row through).
+NOTHING = Q(pk__in=[])
 
 
 def active_doctor_ids(hospital: Hospital | int) -> QuerySet[Membership]:
@@ -41,64 +46,65 @@ def is_active_doctor(user: Any, hospital: Hospital | int) -> bool:
     return active_doctor_ids(hospital).filter(user_id=user.pk).exists()
 
 
+def care_rows(hospital: Hospital | int) -> QuerySet[CareAssignment]:
+    """The care relation of one hospital: the assignments whose doctor is an active doctor there.
+    An assignment of a doctor who left (membership or account switched off) gives no access."""
+    return CareAssignment.objects.filter(hospital=hospital, doctor_id__in=active_doctor_ids(hospital))
+
+
 def cares_for(doctor: Any, patient: Patient) -> bool:
     """``doctor`` is an active doctor of the patient's hospital and assigned to the patient."""
-    return (
-        CareAssignment.objects.filter(hospital_id=patient.hospital_id, patient=patient, doctor_id=doctor.pk)
-        .filter(doctor_id__in=active_doctor_ids(patient.hospital_id))
-        .exists()
-    )
+    return care_rows(patient.hospital_id).filter(patient=patient, doctor_id=doctor.pk).exists()
 
 
 def care_team(hospital_id: int, patient_id: int) -> list[int]:
     """Ids of the active doctors caring for the patient now, in id order."""
-    return sorted(
-        CareAssignment.objects.filter(
-            hospital_id=hospital_id, patient_id=patient_id, doctor_id__in=active_doctor_ids(hospital_id)
-        ).values_list("doctor_id", flat=True)
-    )
+    return sorted(care_rows(hospital_id).filter(patient_id=patient_id).values_list("doctor_id", flat=True))
 
 
-def visible_patients(tenant: Tenant) -> QuerySet[Patient]:
-    base = Patient.objects.filter(hospital=tenant.hospital)
+def in_care_of(hospital: Hospital | int, *, doctor: Any, patient: Any) -> Exists:
+    """A filter: ``doctor`` cares for ``patient``, where either may be an ``OuterRef`` to the
+    filtered row (``patient=OuterRef("pk")`` on Patient, ``doctor=OuterRef("doctor")`` on a
+    conversation). An ``Exists`` subquery, so that rows never repeat and filters combine."""
+    return Exists(care_rows(hospital).filter(patient=patient, doctor=doctor))
+
+
+def clinical_rows(tenant: Tenant, patient: str = "patient") -> Q:
+    """The staff side's rule for rows about a patient: every row of the hospital for its admins,
+    the rows about the patients a doctor cares for, nothing for anyone else. ``patient`` is the
+    lookup from the filtered model to its patient ("pk" on Patient itself)."""
     if tenant.is_admin:
-        return base
-    visible = Patient.objects.none()
+        return Q(hospital=tenant.hospital)
     if tenant.is_doctor:
-        visible = visible | caseload(tenant)
-    if tenant.is_patient:
-        visible = visible | base.filter(user=tenant.user)
-    return visible.distinct()
+        return Q(hospital=tenant.hospital) & Q(
+            in_care_of(tenant.hospital, doctor=tenant.user.pk, patient=OuterRef(patient))
+        )
+    return NOTHING
+
+
+def own_rows(tenant: Tenant, patient_user: str = "patient__user") -> Q:
+    """The patient side's rule: rows about the user's own patient record(s) in this hospital.
+    ``patient_user`` is the lookup from the filtered model to the patient's login ("user" on
+    Patient itself)."""
+    if not tenant.is_patient:
+        return NOTHING
+    return Q(hospital=tenant.hospital, **{patient_user: tenant.user.pk})
 
 
 def caseload(tenant: Tenant) -> QuerySet[Patient]:
     """Patients under the clinician's care (all of the hospital's for its admins)."""
-    base = Patient.objects.filter(hospital=tenant.hospital)
-    if tenant.is_admin:
-        return base
-    if tenant.is_doctor:
-        return base.filter(care_assignments__doctor=tenant.user)
-    return Patient.objects.none()
-
-
-def visible_studies(tenant: Tenant) -> QuerySet[Study]:
-    base = Study.objects.filter(hospital=tenant.hospital)
-    if tenant.is_admin:
-        return base
-    if tenant.is_doctor:
-        return base.filter(patient__in=caseload(tenant))
-    return Study.objects.none()
+    return Patient.objects.filter(clinical_rows(tenant, patient="pk"))
 
 
 def may_see_study(user: Any, study: Study) -> bool:
     """``user`` may see ``study`` now, by the same rules as every page (for code that has a user
     and an object but no request, such as a receiver deciding who hears about a study)."""
     tenant = Tenant(hospital=study.hospital, user=user, roles=roles_in(user, study.hospital))
-    return visible_studies(tenant).filter(pk=study.pk).exists()
+    return Study.objects.visible_to(tenant).filter(pk=study.pk).exists()
 
 
 def get_patient(tenant: Tenant, pk: int) -> Patient:
-    patient = visible_patients(tenant).filter(pk=pk).first()
+    patient = Patient.objects.visible_to(tenant).filter(pk=pk).first()
     if patient is None:
         raise Http404("No such patient.")
     return patient
@@ -112,21 +118,14 @@ def get_caseload_patient(tenant: Tenant, pk: int) -> Patient:
 
 
 def get_study(tenant: Tenant, pk: int) -> Study:
-    study = visible_studies(tenant).select_related("patient", "uploaded_by").filter(pk=pk).first()
+    study = Study.objects.visible_to(tenant).select_related("patient", "uploaded_by").filter(pk=pk).first()
     if study is None:
         raise Http404("No such study.")
     return study
 
 
-def care_assignments(tenant: Tenant) -> QuerySet[CareAssignment]:
-    """The hospital's doctor-patient assignments: hospital admins manage them all, nobody else any."""
-    if not tenant.is_admin:
-        return CareAssignment.objects.none()
-    return CareAssignment.objects.filter(hospital=tenant.hospital)
-
-
 def get_care_assignment(tenant: Tenant, pk: int) -> CareAssignment:
-    assignment = care_assignments(tenant).select_related("patient", "doctor").filter(pk=pk).first()
+    assignment = CareAssignment.objects.visible_to(tenant).select_related("patient", "doctor").filter(pk=pk).first()
     if assignment is None:
         raise Http404("No such assignment.")
     return assignment

@@ -1,6 +1,6 @@
 """Django admin for patients, caseload assignments and studies, scoped per hospital
-(``HospitalScopedAdmin``). Assignments go through the services so object permissions and the
-audit trail stay right; study files are never edited here."""
+(``TenantOwnedAdmin``: rows come from each model's ``visible_to``). Assignments go through the
+services so the audit trail and open chats stay right; study files are never edited here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.accounts import audit
-from apps.accounts.admin import HospitalScopedAdmin
+from apps.accounts.admin import TenantOwnedAdmin
 
 from . import services
 from .access import is_active_doctor
@@ -28,11 +28,11 @@ class CareAssignmentInline(admin.TabularInline):
     show_change_link = True
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # use the Assignments admin or page, which grant the permissions
+        return False  # use the Assignments admin or page, which go through the services
 
 
 @admin.register(Patient)
-class PatientAdmin(HospitalScopedAdmin):
+class PatientAdmin(TenantOwnedAdmin):
     list_display = ("mrn", "family_name", "given_name", "birth_date", "sex", "hospital", "has_login", "created_at")
     list_filter = ("hospital", "sex")
     search_fields = ("mrn", "family_name", "given_name")
@@ -74,9 +74,9 @@ class CareAssignmentForm(forms.ModelForm):
 
 
 @admin.register(CareAssignment)
-class CareAssignmentAdmin(HospitalScopedAdmin):
-    """Assigning and unassigning run ``services.assign_doctor`` / ``unassign_doctor`` so the
-    doctor's object permissions follow; an assignment is never edited in place."""
+class CareAssignmentAdmin(TenantOwnedAdmin):
+    """Assigning and unassigning run ``services.assign_doctor`` / ``unassign_doctor`` (audit, open
+    chats closed); an assignment is never edited in place."""
 
     hospital_admin_can = frozenset({"view", "add", "delete"})
     list_display = ("patient", "doctor", "hospital", "assigned_by", "created_at")
@@ -102,7 +102,7 @@ class CareAssignmentAdmin(HospitalScopedAdmin):
 
 
 @admin.register(Study)
-class StudyAdmin(HospitalScopedAdmin):
+class StudyAdmin(TenantOwnedAdmin):
     """Studies are created by uploads only. The stored file's fields are read-only everywhere."""
 
     hospital_admin_can = frozenset({"view", "change"})

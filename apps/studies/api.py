@@ -2,7 +2,8 @@
 
 Same rules as the pages: the hospital comes from the URL and is resolved after authentication
 by ``TenantAPIMixin`` (non-members get 404), every endpoint is for clinicians (doctors and
-hospital admins; a patient user gets 403), and objects come from ``apps.studies.access`` only,
+hospital admins; a patient user gets 403), and objects come from ``visible_to`` and
+``apps.studies.access`` only,
 so what the user may not see answers 404 like what does not exist. Reads of patient data and
 downloads write audit events; uploads go through ``validation`` and ``services.submit_study``.
 
@@ -105,7 +106,7 @@ class PatientListCreate(ClinicalAPIView, generics.ListCreateAPIView):
     def get_queryset(self) -> QuerySet[Patient]:
         if self.fake:
             return Patient.objects.none()
-        qs = access.visible_patients(self.tenant)
+        qs = Patient.objects.visible_to(self.tenant)
         query = (self.request.query_params.get("q") or "").strip()
         if query:
             qs = qs.filter(Q(mrn__icontains=query) | Q(family_name__icontains=query) | Q(given_name__icontains=query))
@@ -172,7 +173,7 @@ class PatientStudyList(ClinicalAPIView, generics.ListAPIView):
         patient = access.get_patient(self.tenant, self.kwargs["pk"])
         self.patient = patient
         qs = (
-            access.visible_studies(self.tenant)
+            Study.objects.visible_to(self.tenant)
             .filter(patient=patient)
             .select_related("patient", "uploaded_by")
             .prefetch_related(diagnoses_prefetch())
@@ -214,7 +215,7 @@ class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
     def get_queryset(self) -> QuerySet[Study]:
         if self.fake:
             return Study.objects.none()
-        qs = access.visible_studies(self.tenant).select_related("patient", "uploaded_by")
+        qs = Study.objects.visible_to(self.tenant).select_related("patient", "uploaded_by")
         qs = qs.prefetch_related(diagnoses_prefetch())
         patient = self.request.query_params.get("patient")
         if patient:

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import models
 from django_scopes import ScopedManager
-from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from apps.accounts.models import Hospital
+
+if TYPE_CHECKING:
+    from apps.accounts.tenancy import Tenant
+
+
+# ``visible_to`` asks apps.studies.access, which builds on the models below: imported when called.
+class PatientQuerySet(models.QuerySet["Patient"]):
+    def visible_to(self, tenant: Tenant) -> PatientQuerySet:
+        """Patients the tenant's user sees: admins all, doctors those they care for, a patient
+        user their own record(s)."""
+        from .access import clinical_rows, own_rows
+
+        return self.filter(clinical_rows(tenant, patient="pk") | own_rows(tenant, patient_user="user"))
+
+
+class CareAssignmentQuerySet(models.QuerySet["CareAssignment"]):
+    def visible_to(self, tenant: Tenant) -> CareAssignmentQuerySet:
+        """Admins see every assignment of the hospital, doctors the care teams of their patients."""
+        from .access import clinical_rows
+
+        return self.filter(clinical_rows(tenant))
+
+
+class StudyQuerySet(models.QuerySet["Study"]):
+    def visible_to(self, tenant: Tenant) -> StudyQuerySet:
+        """Admins see every study of the hospital, doctors those of the patients they care for;
+        patients none (they read signed reports)."""
+        from .access import clinical_rows
+
+        return self.filter(clinical_rows(tenant))
 
 
 class Sex(models.TextChoices):
@@ -40,7 +71,7 @@ class Patient(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(PatientQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["family_name", "given_name", "mrn"]
@@ -55,20 +86,11 @@ class Patient(models.Model):
         return f"{self.given_name} {self.family_name}"
 
 
-class PatientUserObjectPermission(UserObjectPermissionBase):
-    """django-guardian direct foreign-key permissions (fast joins on a large table)."""
-
-    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE)
-
-
-class PatientGroupObjectPermission(GroupObjectPermissionBase):
-    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE)
-
-
 class CareAssignment(models.Model):
-    """A doctor caring for a patient. While it exists the doctor sees the patient, their studies
-    and reports, and may chat with them. Creating and deleting it (in ``services``) grants and
-    revokes the object permissions."""
+    """A doctor caring for a patient: the one record of the care relation. While it exists and
+    the doctor is an active doctor of the hospital, the doctor sees the patient, their studies and
+    reports, and may chat with them (``apps.studies.access``). Created and deleted only by
+    ``services.assign_doctor`` / ``unassign_doctor``, which audit the change and close open chats."""
 
     hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="care_assignments")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="care_assignments")
@@ -78,7 +100,7 @@ class CareAssignment(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(CareAssignmentQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at"]
@@ -155,7 +177,7 @@ class Study(models.Model):
     file_key_id = models.CharField(max_length=40)
     file_size = models.PositiveBigIntegerField()
 
-    objects = ScopedManager(hospital="hospital")
+    objects = ScopedManager(models.Manager.from_queryset(StudyQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at", "-id"]

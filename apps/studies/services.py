@@ -16,7 +16,6 @@ from apps.accounts.tenancy import tenant_scope
 
 from .access import is_active_doctor
 from .models import CareAssignment, Patient, Study, StudyStatus
-from .permissions import grant_patient_access, revoke_patient_access
 from .storage import delete_stored, store_encrypted
 from .validation import ValidatedUpload
 
@@ -41,14 +40,13 @@ def create_patient(
 def assign_doctor(
     patient: Patient, doctor: Any, *, actor: Any = None, request: HttpRequest | None = None
 ) -> CareAssignment:
-    """Put ``patient`` on ``doctor``'s caseload and grant the object permissions."""
+    """Put ``patient`` on ``doctor``'s caseload (the assignment row is all the access there is)."""
     if not is_active_doctor(doctor, patient.hospital):
         raise ValidationError("Only doctors of this hospital can be assigned to its patients.")
     with transaction.atomic():
         assignment, created = CareAssignment.objects.get_or_create(
             hospital=patient.hospital, patient=patient, doctor=doctor, defaults={"assigned_by": actor}
         )
-        grant_patient_access(doctor, patient)
         if created:
             audit.record(
                 "care.assign",
@@ -63,10 +61,9 @@ def assign_doctor(
 
 
 def unassign_doctor(patient: Patient, doctor: Any, *, actor: Any = None, request: HttpRequest | None = None) -> bool:
-    """Take ``patient`` off ``doctor``'s caseload and revoke the object permissions."""
+    """Take ``patient`` off ``doctor``'s caseload; their open chat sockets about them close."""
     with transaction.atomic():
         deleted, _ = CareAssignment.objects.filter(patient=patient, doctor=doctor).delete()
-        revoke_patient_access(doctor, patient)
         if deleted:
             audit.record(
                 "care.unassign", hospital=patient.hospital, actor=actor, obj=patient, request=request, doctor=doctor.pk

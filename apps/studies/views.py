@@ -2,8 +2,8 @@
 admin's audit log, members and assignments pages.
 
 Every view gets the hospital from ``request.tenant`` (TenantMiddleware), checks the role with
-``role_required``, fetches rows only through ``apps.studies.access`` (404 for anything the user
-may not see) and records an audit event whenever patient data is shown.
+``role_required``, fetches rows only through ``visible_to`` and ``apps.studies.access`` (404 for
+anything the user may not see) and records an audit event whenever patient data is shown.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from . import access, services
 from .dicom import values_png
 from .downloads import serve_encrypted
 from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
-from .models import Patient, SourceFormat, Study, StudyStatus
+from .models import CareAssignment, Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
 from .rendering import dicom_display_png
 from .validation import UploadRejected, validate_upload
@@ -107,8 +107,10 @@ def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 def patient_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     patient = access.get_caseload_patient(tenant, pk)
-    studies = access.visible_studies(tenant).filter(patient=patient).select_related("uploaded_by")
-    care_team = patient.care_assignments.select_related("doctor").order_by("doctor__full_name")
+    studies = Study.objects.visible_to(tenant).filter(patient=patient).select_related("uploaded_by")
+    care_team = (
+        access.care_rows(tenant.hospital).filter(patient=patient).select_related("doctor").order_by("doctor__full_name")
+    )
     audit.record("patient.view", hospital=tenant.hospital, actor=request.user, obj=patient, request=request)
     return render(
         request, "studies/patient_detail.html", {"patient": patient, "studies": studies, "care_team": care_team}
@@ -307,7 +309,7 @@ def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> Http
 @role_required(Role.HOSPITAL_ADMIN)
 def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
-    patients = access.visible_patients(tenant).order_by("family_name", "given_name", "mrn")
+    patients = Patient.objects.visible_to(tenant).order_by("family_name", "given_name", "mrn")
     form = AssignmentForm(request.POST or None, hospital=tenant.hospital, patients=patients)
     if request.method == "POST" and form.is_valid():
         patient, doctor = form.cleaned_data["patient"], form.cleaned_data["doctor"]
@@ -319,7 +321,7 @@ def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
             messages.success(request, f"{patient.full_name} is now on the caseload of {doctor.display_name}.")
             return redirect("studies:assignments", hospital_slug=tenant.hospital.slug)
     rows = (
-        access.care_assignments(tenant)
+        CareAssignment.objects.visible_to(tenant)
         .select_related("patient", "doctor", "assigned_by")
         .order_by("patient__family_name", "patient__given_name", "doctor__email")
     )

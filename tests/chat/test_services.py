@@ -7,8 +7,8 @@ from django.core.exceptions import ValidationError
 from django_scopes import scopes_disabled
 
 from apps.accounts.tenancy import resolve_tenant
-from apps.chat import access, notifications
-from apps.chat.models import Notification, NotificationKind
+from apps.chat import notifications
+from apps.chat.models import Conversation, Notification, NotificationKind
 from apps.chat.services import ChatAccessDenied, RateLimited, send_message, start_conversation
 from apps.studies.models import Study, StudyStatus
 from apps.studies.services import set_study_status
@@ -52,7 +52,7 @@ def test_access_helpers(world, convo):
     with scopes_disabled():
 
         def visible(user):
-            return list(access.visible_conversations(resolve_tenant(user, world.a.slug)))
+            return list(Conversation.objects.visible_to(resolve_tenant(user, world.a.slug)))
 
         assert visible(world.alice) == [convo]
         assert visible(world.paul) == [convo]

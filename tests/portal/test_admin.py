@@ -8,8 +8,9 @@ from django.urls import reverse
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import AuditEvent, Hospital, Membership, User
+from apps.accounts.tenancy import resolve_tenant
+from apps.studies.access import caseload
 from apps.studies.models import CareAssignment, Patient, Study
-from apps.studies.permissions import patients_with_perm
 
 from ..factories import make_study
 
@@ -106,7 +107,7 @@ def test_assignment_in_the_admin_grants_the_doctor_access(client, carol_staff):
     response = client.post(reverse("admin:studies_careassignment_add"), {"patient": w.other_a.pk, "doctor": w.bob.pk})
     assert response.status_code == 302
     with scopes_disabled():
-        assert list(patients_with_perm(w.bob, Patient.objects.filter(hospital=w.a))) == [w.other_a]
+        assert list(caseload(resolve_tenant(w.bob, w.a.slug))) == [w.other_a]
         assert AuditEvent.objects.filter(action="care.assign", actor=w.carol).exists()
     refused = client.post(reverse("admin:studies_careassignment_add"), {"patient": w.other_a.pk, "doctor": w.paul.pk})
     assert refused.status_code == 200  # Paul is a patient, not a doctor

@@ -49,12 +49,12 @@ def test_old_key_still_decrypts_after_rotation(settings):
 def test_world_personas(world):
     from django_scopes import scopes_disabled
 
-    from apps.studies.models import Patient
-    from apps.studies.permissions import patients_with_perm
+    from apps.accounts.tenancy import resolve_tenant
+    from apps.studies.access import caseload
 
     with scopes_disabled():
-        assert list(patients_with_perm(world.alice, Patient.objects.all())) == [world.paul_record]
-        assert list(patients_with_perm(world.bob, Patient.objects.all())) == []
+        assert list(caseload(resolve_tenant(world.alice, world.a.slug))) == [world.paul_record]
+        assert list(caseload(resolve_tenant(world.bob, world.a.slug))) == []
 
 
 @pytest.mark.django_db
