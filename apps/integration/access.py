@@ -19,7 +19,7 @@ from django.http import Http404
 
 from apps.accounts.models import Hospital
 from apps.accounts.tenancy import Tenant
-from apps.studies.access import visible_studies
+from apps.studies.models import Study
 
 from .models import DicomInstance, DicomStudy, IntegrationCredential
 
@@ -50,7 +50,7 @@ def visible_instances(caller: Caller) -> QuerySet[DicomInstance]:
         return base
     if caller.tenant is None:
         return DicomInstance.objects.none()
-    return base.filter(study__in=visible_studies(caller.tenant))
+    return base.filter(study__in=Study.objects.visible_to(caller.tenant))
 
 
 def credentials(tenant: Tenant) -> QuerySet[IntegrationCredential]:

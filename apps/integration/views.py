@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.accounts import audit
 from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
-from apps.studies.access import visible_patients
+from apps.studies.models import Patient
 
 from . import access, services
 from . import credentials as credential_services
@@ -80,7 +80,7 @@ def unmatched(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 def unmatched_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     dicom_study = access.get_unmatched_study(tenant, pk)
-    patients = visible_patients(tenant).order_by("family_name", "given_name", "mrn")
+    patients = Patient.objects.visible_to(tenant).order_by("family_name", "given_name", "mrn")
     action = request.POST.get("action", "")
     link_form = LinkPatientForm(request.POST if action == "link" else None, patients=patients)
     new_form = NewPatientForm(
