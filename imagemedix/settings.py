@@ -157,15 +157,24 @@ OTP_TOTP_ISSUER = env.str("TOTP_ISSUER", default="ImageMedix")  # the account's 
 # Signing or amending a report needs the password (and the code) entered within this many minutes.
 REAUTH_MAX_AGE_MINUTES = env.int("REAUTH_MAX_AGE_MINUTES", default=5)
 
-# django-axes: 5 failures on the same account from the same address lock it for a while.
+# django-axes (apps/accounts/lockout.py): 5 failures on one account from one address pause that pair;
+# 20 on one account from anywhere pause the account. Cleared by the cool-off, a password reset, a
+# hospital admin (Members page) or a platform admin.
+AXES_HANDLER = "apps.accounts.lockout.LockoutHandler"
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_ACCOUNT_FAILURE_LIMIT = env.int("AXES_ACCOUNT_FAILURE_LIMIT", default=20)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username"]
+AXES_USERNAME_CALLABLE = "apps.accounts.lockout.username_from"
 AXES_RESET_ON_SUCCESS = True
 AXES_USERNAME_FORM_FIELD = "username"
-AXES_LOCKOUT_TEMPLATE = "accounts/locked.html"
+AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"  # 429, accounts/locked.html
 AXES_VERBOSE = False
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+
+# Rate limits ("<count>/<second|minute|hour|day>", apps/accounts/ratelimit.py), counted in the cache.
+PASSWORD_RESET_RATE = env.str("PASSWORD_RESET_RATE", default="5/hour")  # per client address and per e-mail
+UPLOAD_RATE = env.str("UPLOAD_RATE", default="120/hour")  # image uploads per user, page and API together
 
 # --- Sessions & security ------------------------------------------------------------------
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
@@ -352,6 +361,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 25,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.accounts.api.exception_handler",
+    # Writes (POST, PUT, PATCH, DELETE) per user; uploads are also counted by UPLOAD_RATE.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.accounts.ratelimit.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_write": env.str("API_WRITE_RATE", default="120/hour")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ImageMedix API",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from types import SimpleNamespace
 from urllib.parse import urlparse
 
@@ -28,7 +29,7 @@ from .factories import HospitalFactory, MembershipFactory, PatientFactory, UserF
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):
-    """Fast password hashing and a private media folder per test."""
+    """Fast password hashing, a private media folder and cache key prefix per test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STORAGES = {
         **settings.STORAGES,
@@ -38,6 +39,11 @@ def _test_settings(settings, tmp_path):
         },
     }
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Every test counts its rate limits (and anything else cached) afresh: a key prefix of its own,
+    # on the run's real cache (Redis when REDIS_URL is set), never a flush of a shared database.
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"} for name, config in settings.CACHES.items()
+    }
     yield
 
 

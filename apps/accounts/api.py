@@ -9,7 +9,7 @@ from typing import Any
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.auth import TokenAuthentication
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, Throttled
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -97,6 +97,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, DjangoValidationError):
         return Response({"error": " ".join(exc.messages)}, status=400)
+    if isinstance(exc, Throttled):
+        response = drf_exception_handler(exc, context)
+        if response is not None:
+            wait = f"{exc.wait:.0f} seconds" if exc.wait is not None else "a while"
+            response.data = {"detail": f"{exc.detail} You can try again in {wait}."}
+        return response
     if isinstance(exc, Http404):
         return Response({"detail": "Not found."}, status=404)
     return drf_exception_handler(exc, context)

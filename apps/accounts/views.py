@@ -19,7 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp.plugins.otp_static.models import StaticDevice
 
-from . import audit, reauth, second_factor, tokens
+from . import audit, lockout, ratelimit, reauth, second_factor, tokens
 from .forms import ApiTokenForm, CodeForm, LoginForm, ReauthForm, SetupCodeForm
 from .models import ApiToken, Membership, Role
 
@@ -234,15 +234,38 @@ class PasswordChangeView(PlainLabelsMixin, auth_views.PasswordChangeView):
 
 
 class PasswordResetView(PlainLabelsMixin, auth_views.PasswordResetView):
+    """Ask for a reset link, at most ``PASSWORD_RESET_RATE`` times per client address and per
+    e-mail address (429 beyond; the same for addresses with and without an account)."""
+
     template_name = "accounts/password_reset_form.html"
     email_template_name = "accounts/password_reset_email.txt"
     subject_template_name = "accounts/password_reset_subject.txt"
     success_url = "/accounts/password/reset/sent/"
 
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wait = ratelimit.password_reset_wait(request, str(request.POST.get("email", ""))[:254])
+        if wait:
+            audit.record("auth.password_reset_limited", hospital=None, request=request)
+            return ratelimit.too_many(
+                request,
+                "Too many password-reset requests from here or for this e-mail address. If a reset e-mail "
+                "was sent, it is valid for a few days: check your inbox and spam folder.",
+                wait,
+            )
+        return super().post(request, *args, **kwargs)
+
 
 class PasswordResetConfirmView(PlainLabelsMixin, auth_views.PasswordResetConfirmView):
+    """Set a new password from the e-mailed link; this also lifts any sign-in pause of the account
+    (the link proved the mailbox)."""
+
     template_name = "accounts/password_reset_confirm.html"
     success_url = "/accounts/reset/done/"
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        lockout.unlock(form.user.email, actor=form.user, request=self.request)
+        return response
 
 
 def home_url_for(membership: Membership) -> str:

@@ -22,13 +22,13 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.accounts import audit
+from apps.accounts import audit, ratelimit
 from apps.accounts.api import TenantAPIMixin
 from apps.diagnosis.services import diagnoses_prefetch
 
@@ -49,6 +49,10 @@ CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application
 
 NOT_FOUND = OpenApiResponse(description="No such object here, or you may not see it (the same answer).")
 FORBIDDEN = OpenApiResponse(description="Your role in this hospital does not allow this.")
+THROTTLED = OpenApiResponse(
+    description="Too many writes (API_WRITE_RATE) or uploads (UPLOAD_RATE) in a short time; the Retry-After "
+    "header says when to try again."
+)
 SLUG = OpenApiParameter("hospital_slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The hospital.")
 
 
@@ -97,7 +101,12 @@ class ClinicalAPIView(TenantAPIMixin, generics.GenericAPIView):
         "their caseload.",
         parameters=[SLUG],
         request=PatientCreateSerializer,
-        responses={201: PatientSerializer, 400: OpenApiResponse(description="Invalid fields."), 403: FORBIDDEN},
+        responses={
+            201: PatientSerializer,
+            400: OpenApiResponse(description="Invalid fields."),
+            403: FORBIDDEN,
+            429: THROTTLED,
+        },
     ),
 )
 class PatientListCreate(ClinicalAPIView, generics.ListCreateAPIView):
@@ -205,7 +214,7 @@ class PatientStudyList(ClinicalAPIView, generics.ListAPIView):
         "is checked before anything is stored; a refused file answers 400 with the reason.",
         parameters=[SLUG],
         request={"multipart/form-data": StudyUploadSerializer},
-        responses={201: StudySerializer, 400: ErrorSerializer, 403: FORBIDDEN},
+        responses={201: StudySerializer, 400: ErrorSerializer, 403: FORBIDDEN, 429: THROTTLED},
     ),
 )
 class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
@@ -228,6 +237,9 @@ class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
         return response
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        wait = ratelimit.upload_wait(request.user)  # before the body is read
+        if wait:
+            raise Throttled(wait, detail="You have uploaded many images in a short time; uploads are paused.")
         raw_patient = str(request.data.get("patient", "") or "").strip()
         if not raw_patient:
             raise UploadRejected("Please say which patient the image belongs to (field 'patient').")

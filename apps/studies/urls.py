@@ -16,6 +16,7 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit_log"),
     path("admin-tools/members/", views.members, name="members"),
     path("admin-tools/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),
+    path("admin-tools/members/<int:pk>/unlock/", views.member_unlock, name="member_unlock"),
     path("admin-tools/assignments/", views.assignments, name="assignments"),
     path("admin-tools/assignments/<int:pk>/remove/", views.assignment_remove, name="assignment_remove"),
 ]

@@ -22,7 +22,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts import audit
+from apps.accounts import audit, lockout, ratelimit
 from apps.accounts import services as account_services
 from apps.accounts.models import AuditEvent, Membership, Role
 from apps.accounts.tenancy import role_required
@@ -144,6 +144,9 @@ def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     patients = access.caseload(tenant).order_by("family_name", "given_name", "mrn")
     if request.method == "POST":
+        wait = ratelimit.upload_wait(request.user)  # before the body is read
+        if wait:
+            return _upload_limited(request, wait)
         form = UploadForm(request.POST, request.FILES, patients=patients)
         if form.is_valid():
             patient = form.cleaned_data["patient"]
@@ -168,6 +171,17 @@ def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     else:
         form, status = _upload_form_for_link(request, patients)
     return render(request, "studies/upload.html", {"form": form, "has_patients": patients.exists()}, status=status)
+
+
+UPLOAD_LIMITED = "You have uploaded many images in a short time; uploads are paused for a while."
+
+
+def _upload_limited(request: HttpRequest, wait: int) -> HttpResponse:
+    if _wants_json(request):
+        response = JsonResponse({"errors": {"__all__": [f"{UPLOAD_LIMITED} Try again in {wait} seconds."]}}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
+    return ratelimit.too_many(request, UPLOAD_LIMITED, wait)
 
 
 def _upload_form_for_link(request: HttpRequest, patients: QuerySet[Patient]) -> tuple[UploadForm, int]:
@@ -283,7 +297,9 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
         .select_related("user")
         .order_by("-is_active", "role", "user__email")
     )
-    context = {"form": form, "page": _page(request, rows, AUDIT_PAGE_SIZE), "query": _query_without_page(request)}
+    page = _page(request, rows, AUDIT_PAGE_SIZE)
+    paused = lockout.paused_emails([m.user.email for m in page.object_list])
+    context = {"form": form, "page": page, "query": _query_without_page(request), "paused": paused}
     return render(request, "studies/members.html", context, status=400 if form.errors else 200)
 
 
@@ -303,6 +319,19 @@ def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> Http
             request,
             f"{membership.user.display_name}: role {membership.get_role_display().lower()} removed.",
         )
+    return redirect("studies:members", hospital_slug=tenant.hospital.slug)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_POST
+def member_unlock(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """Lift a member's sign-in pause (after too many failed attempts); audited."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    membership = Membership.objects.filter(hospital=tenant.hospital, pk=pk).select_related("user").first()
+    if membership is None:
+        raise Http404("No such membership.")
+    lockout.unlock(membership.user.email, hospital=tenant.hospital, actor=request.user, request=request)
+    messages.success(request, f"{membership.user.display_name} can sign in again.")
     return redirect("studies:members", hospital_slug=tenant.hospital.slug)
 
 

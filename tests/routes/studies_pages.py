@@ -99,6 +99,7 @@ ROUTES = [
     Route("studies:members", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:member_unlock", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignments", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:assignments", method="POST", data=_assign_olga, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignment_remove", method="POST", kwargs=_assignment_of_a, owner=("carol", 302), **ADMIN_ONLY),
