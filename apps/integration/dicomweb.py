@@ -1,9 +1,11 @@
 """DICOMweb wire formats (DICOM PS3.18): the multipart/related bodies of STOW-RS and WADO-RS, and
 the DICOM JSON datasets of the STOW-RS response and of QIDO-RS results.
 
-The multipart parsing is the standard library's MIME parser (``email``), which reports a body
-without its boundaries as a defect instead of guessing; DICOM JSON comes from pydicom's
-``Dataset.to_json_dict``.
+STOW-RS bodies are split by ``requests_toolbelt``'s ``MultipartDecoder``, which works on the bytes
+as they are (the standard library's MIME parser turns a binary body into text first, which costs
+several times the body in memory). The decoder is lenient where a malformed body must be refused,
+so the delimiters are checked here first: the body starts with the boundary and holds the close
+delimiter. DICOM JSON comes from pydicom's ``Dataset.to_json_dict``.
 """
 
 from __future__ import annotations
@@ -11,24 +13,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email import errors as email_errors
-from email import policy
-from email.parser import BytesParser
 from typing import Any
 
 from django.utils.http import parse_header_parameters
+from requests_toolbelt.multipart.decoder import ImproperBodyPartContentException, MultipartDecoder
 
 DICOM_MEDIA_TYPE = "application/dicom"
 DICOM_JSON_MEDIA_TYPE = "application/dicom+json"
+#: RFC 2046 caps boundaries at 70 characters, but Orthanc sends 73 (two UUIDs): be lenient in size.
 MAX_BOUNDARY = 200
-
-#: Defects that mean "this is not a well-formed multipart body" (the parts cannot be trusted).
-_FATAL_DEFECTS = (
-    email_errors.StartBoundaryNotFoundDefect,
-    email_errors.CloseBoundaryNotFoundDefect,
-    email_errors.MultipartInvariantViolationDefect,
-    email_errors.NoBoundaryInMultipartDefect,
-)
 
 
 class BadRequestBody(Exception):
@@ -53,19 +46,23 @@ def parse_stow_body(content_type: str, body: bytes) -> list[Part]:
     if (params.get("type") or "").strip().lower() != DICOM_MEDIA_TYPE:
         raise UnsupportedMediaType('Only multipart/related; type="application/dicom" bodies are accepted.')
     boundary = params.get("boundary") or ""
-    # RFC 2046 caps boundaries at 70 characters, but Orthanc sends 73 (two UUIDs): be lenient in size.
-    if not boundary or len(boundary) > MAX_BOUNDARY:
+    if not boundary or len(boundary) > MAX_BOUNDARY or not boundary.isascii():
         raise BadRequestBody("The Content-Type has no valid multipart boundary.")
-    head = f'Content-Type: multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary="{boundary}"\r\n\r\n'
-    message = BytesParser(policy=policy.HTTP).parsebytes(head.encode("latin-1") + body)
-    if any(isinstance(defect, _FATAL_DEFECTS) for defect in message.defects) or not message.is_multipart():
+    delimiter = b"--" + boundary.encode("ascii")
+    if not body.startswith(delimiter):
+        # A preamble (some clients send just a CRLF) before the first delimiter is ignored (RFC 2046).
+        first = body.find(b"\r\n" + delimiter)
+        body = body[first + 2 :] if first >= 0 else b""
+    if not body or not (body.startswith(delimiter + b"--") or b"\r\n" + delimiter + b"--" in body):
         raise BadRequestBody("The body is not a complete multipart/related body for the boundary given.")
+    try:
+        decoded = MultipartDecoder(body, f'multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary="{boundary}"')
+    except ImproperBodyPartContentException:
+        raise BadRequestBody("A part of the multipart body has no header section.") from None
     parts = []
-    for part in message.iter_parts():
-        if part.is_multipart():
-            raise BadRequestBody("Nested multipart bodies are not accepted.")
-        payload = part.get_payload(decode=True)
-        parts.append(Part(content_type=part.get_content_type(), data=payload if isinstance(payload, bytes) else b""))
+    for part in decoded.parts:
+        part_type, _ = parse_header_parameters(part.headers.get(b"Content-Type", b"text/plain").decode("latin-1"))
+        parts.append(Part(content_type=part_type, data=part.content))
     if not parts:
         raise BadRequestBody("The multipart body has no parts.")
     return parts
@@ -103,8 +100,3 @@ def dicom_json(attributes: dict[str, Any]) -> dict[str, Any]:
             value = items
         setattr(ds, keyword, value)
     return ds.to_json_dict()
-
-
-def person_name(family: str, given: str) -> dict[str, str]:
-    """A DICOM JSON PN value: ``{"Alphabetic": "Family^Given"}``."""
-    return {"Alphabetic": f"{family}^{given}"}

@@ -44,7 +44,7 @@ from .dicomweb import (
     parse_stow_body,
 )
 from .models import DicomInstance
-from .services import StoreOutcome, store_instance
+from .services import FailureReason, StoreOutcome, store_instance
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,11 @@ def _store(request: HttpRequest, caller: Caller) -> HttpResponse:
     outcomes = []
     for part in parts:
         if part.content_type != "application/dicom":
-            outcomes.append(StoreOutcome(failure=0xC000, reason=f"A part of type {part.content_type} is not DICOM."))
+            outcomes.append(
+                StoreOutcome(
+                    failure=FailureReason.CANNOT_UNDERSTAND, reason=f"A part of type {part.content_type} is not DICOM."
+                )
+            )
             continue
         outcomes.append(store_instance(caller.hospital, part.data, credential=caller.credential, request=request))
 

@@ -325,3 +325,12 @@ def test_a_body_that_never_arrived_asks_for_a_content_length(client, world, pacs
     )
     assert response.status_code == 411
     assert "ChunkedTransfers" in response.json()["error"]
+
+
+def test_a_preamble_before_the_first_boundary_is_ignored(world, pacs, stow):
+    """RFC 2046 allows text before the first delimiter (dicomweb-client sends a CRLF)."""
+    from .helpers import stow_body
+
+    body, content_type = stow_body([chest_xray_dicom()], boundary="x")
+    response = stow(None, auth=bearer(pacs.a), content_type=content_type, body=b"This is a preamble.\r\n" + body)
+    assert response.status_code == 200
