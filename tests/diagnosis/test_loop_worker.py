@@ -1,6 +1,6 @@
-"""The learning loop's scheduled tasks through a REAL Celery worker on the local Redis and
-PostgreSQL: each test sends the task named in the beat schedule (what ``celery beat`` sends),
-and the worker process writes the summary rows."""
+"""The learning loop through a REAL Celery worker on the local Redis and PostgreSQL: the tasks
+named in the beat schedule (what ``celery beat`` sends) write the summary rows and drift alerts,
+and the worker's AI read of an uploaded study also stores the shadow version's read."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from apps.chat.models import Notification
-from apps.diagnosis.models import DriftAlert, ModelVersion, VersionPerformance
+from apps.diagnosis import deployments
+from apps.diagnosis.models import Diagnosis, DriftAlert, ModelVersion, ShadowResult, VersionPerformance
+from apps.diagnosis.registry import sync_shipped_models
+from apps.studies.models import Study, StudyStatus
 from imagemedix.celery import app
 from tests.celery_worker import celery_worker, dedicated_broker
+from tests.factories import make_study
 
-from .helpers import fake_version
+from .helpers import fake_version, write_untrained_artifact, write_untrained_models
 from .traffic import Read, Traffic, drift_registry, lung_ct_week, write_reads
 
 pytestmark = [pytest.mark.integration]
@@ -92,3 +96,42 @@ def test_the_scheduled_drift_check_alerts_on_the_worker(worker, world):
     assert _wait_until(alerted, "the drift alerts", worker) == {"refusal_rate", "modality_tags"}
     with scopes_disabled():
         assert Notification.objects.filter(user=world.carol, kind="drift_alert").count() == 2
+
+
+@pytest.fixture
+def reading_worker(transactional_db, postgres_required, redis_url, settings, tmp_path):
+    """A worker that reads studies: untrained artifacts (the router says chest X-ray, the live chest
+    model bacterial pneumonia) and a chest candidate that says normal, registered inactive."""
+    root = tmp_path / "weights"
+    write_untrained_models(root)
+    write_untrained_artifact(root, "chest", "candidate", favour=0)
+    settings.MODEL_WEIGHTS_DIR = root
+    settings.FILE_ENCRYPTION_KEYS = {"itest": base64.b64decode(TEST_KEY)}
+    settings.FILE_ENCRYPTION_ACTIVE_KEY_ID = "itest"
+    with scopes_disabled():
+        ModelVersion.objects.all().delete()
+        sync_shipped_models()  # activates "untrained", the newest name, and registers the candidate inactive
+    with dedicated_broker(redis_url, "loop-read") as broker:
+        env = {"MODEL_WEIGHTS_DIR": str(root), "TORCH_NUM_THREADS": "1", "INFERENCE_BACKEND": "eager"}
+        with celery_worker("loop-read", broker, "itest", TEST_KEY, tmp_path, **env) as running:
+            yield running
+
+
+def test_the_worker_stores_the_shadow_read_beside_the_live_one(reading_worker, world):
+    with scopes_disabled():
+        candidate = ModelVersion.objects.get(task="chest", version="candidate")
+        assert not candidate.is_active
+        deployments.start_shadow(world.a, candidate, world.carol)
+    xray = (Path(__file__).resolve().parents[1] / "fixtures" / "chest_xray.jpg").read_bytes()
+    study = make_study(world.paul_record, world.alice, data=xray, filename="cxr.jpg")  # sent on commit
+
+    def shadowed():
+        with scopes_disabled():
+            return ShadowResult.objects.filter(diagnosis__study_id=study.pk).select_related("diagnosis").first()
+
+    shadow = _wait_until(shadowed, "the shadow read", reading_worker, timeout=180)
+    with scopes_disabled():
+        [live] = Diagnosis.objects.filter(study_id=study.pk)
+        assert Study.objects.get(pk=study.pk).status == StudyStatus.DONE
+    assert live.specialist_version.version == "untrained" and live.label == "bacterial_pneumonia"
+    assert shadow.model_version == candidate and shadow.label == "normal" and shadow.diagnosis == live
