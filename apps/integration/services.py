@@ -386,6 +386,34 @@ def link_unmatched_study(
     return dicom_study
 
 
+def discard_unmatched_study(
+    dicom_study: DicomStudy, *, reason: str, actor: Any, request: HttpRequest | None = None
+) -> None:
+    """Delete an unmatched study that does not belong to this hospital (sent here by mistake):
+    its held files go on commit; the audit trail keeps what was sent and why it was discarded."""
+    reason = (reason or "").strip()[:300]
+    if not reason:
+        raise ValidationError("Please say why the study is discarded (for the audit trail).")
+    with transaction.atomic():
+        locked = DicomStudy.objects.select_for_update().get(pk=dicom_study.pk, hospital_id=dicom_study.hospital_id)
+        if locked.patient_id is not None:
+            raise ValidationError("This study has already been filed under a patient.")
+        held = list(locked.instances.values_list("held_file_name", flat=True))
+        audit.record(
+            "integration.study_discarded",
+            hospital=locked.hospital,
+            actor=actor,
+            obj=locked,
+            request=request,
+            study_instance_uid=locked.study_instance_uid,
+            patient_id_sent=locked.sent_patient_id,
+            instances=len(held),
+            reason=reason,
+        )
+        locked.delete()  # its instances go with it
+        transaction.on_commit(lambda: [delete_stored(name) for name in held if name], robust=True)
+
+
 def create_patient_for_unmatched_study(
     dicom_study: DicomStudy, *, actor: Any, request: HttpRequest | None = None, **patient_fields: Any
 ) -> Patient:

@@ -106,6 +106,12 @@ def unmatched_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpR
                     "Assign a doctor so that it reaches a worklist.",
                 )
                 return redirect("integration:unmatched", hospital_slug=tenant.hospital.slug)
+            if action == "discard":
+                services.discard_unmatched_study(
+                    dicom_study, reason=request.POST.get("reason", ""), actor=request.user, request=request
+                )
+                messages.success(request, "The study was discarded; the audit log keeps what was sent and why.")
+                return redirect("integration:unmatched", hospital_slug=tenant.hospital.slug)
             if action not in ("link", "create"):
                 messages.error(request, "Choose whether to link the study to a patient or to create one.")
         except ValidationError as exc:

@@ -174,3 +174,28 @@ def test_a_post_without_an_action_says_what_to_do(client, world, pacs, stow):
     response = client.post(f"/h/st-mary/admin-tools/integration/unmatched/{dicom_study.pk}/", {})
     assert response.status_code == 400
     assert "link the study" in response.content.decode()
+
+
+def test_a_study_sent_here_by_mistake_is_discarded_with_a_reason(
+    client, world, pacs, stow, media_files, django_capture_on_commit_callbacks
+):
+    dicom_study, data = _unmatched(stow, pacs)
+    client.force_login(world.carol)
+    url = f"/h/st-mary/admin-tools/integration/unmatched/{dicom_study.pk}/"
+    no_reason = client.post(url, {"action": "discard", "reason": " "})
+    assert no_reason.status_code == 400
+    assert "why" in no_reason.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):  # the held file goes on commit
+        response = client.post(url, {"action": "discard", "reason": "Riverside patient, wrong PACS route"})
+    assert response.status_code == 302
+    with scopes_disabled():
+        assert not DicomStudy.objects.filter(pk=dicom_study.pk).exists()
+        event = AuditEvent.objects.get(action="integration.study_discarded")
+        assert (event.actor, event.detail["patient_id_sent"], event.detail["reason"]) == (
+            world.carol,
+            "EXT-77",
+            "Riverside patient, wrong PACS route",
+        )
+        assert not Patient.objects.filter(mrn="EXT-77").exists()
+    assert [f for f in media_files() if "/integration/" in f] == []
