@@ -172,6 +172,9 @@ AXES_LOCKOUT_CALLABLE = "apps.accounts.lockout.lockout_response"  # 429, account
 AXES_VERBOSE = False
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 
+# A hospital admin's invitation (e-mailed link) is valid for this many days.
+INVITATION_TTL_DAYS = env.int("INVITATION_TTL_DAYS", default=7)
+
 # Rate limits ("<count>/<second|minute|hour|day>", apps/accounts/ratelimit.py), counted in the cache.
 PASSWORD_RESET_RATE = env.str("PASSWORD_RESET_RATE", default="5/hour")  # per client address and per e-mail
 UPLOAD_RATE = env.str("UPLOAD_RATE", default="120/hour")  # image uploads per user, page and API together

@@ -189,6 +189,7 @@ NON_SLUG: dict[str, tuple[str, dict[str, str], int, int]] = {
     "accounts:recovery_codes_new": ("POST", {}, 302, 302),  # none without an authenticator: set one up
     "accounts:two_factor_remove": ("POST", {}, 302, 302),
     "accounts:reauthenticate": ("GET", {}, 302, 200),
+    "accounts:invitation": ("GET", {"token": "no-such-invitation"}, 404, 404),
     "accounts:api_tokens": ("GET", {}, 302, 200),
     "accounts:api_token_revoke": ("POST", {}, 302, 404),  # no such token of hers
     "accounts:api_tokens_revoke_all": ("POST", {}, 302, 302),

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 from django_scopes import scopes_disabled
 
-from apps.accounts.models import Membership, Role
-from apps.accounts.services import deactivate_member
+from apps.accounts.models import Invitation, Membership, Role
+from apps.accounts.services import deactivate_member, invite
 from apps.accounts.tenancy import resolve_tenant, tenant_scope
 from apps.chat import notifications
 from apps.chat.models import Conversation, Message, Notification, NotificationKind
@@ -51,6 +51,8 @@ def rows(world):
         to_alice = set(Notification.objects.filter(user=w.alice).values_list("pk", flat=True))
         assert to_paul and to_alice
         care = CareAssignment.objects.get(patient=w.paul_record, doctor=w.alice)
+        invitation = invite(w.a, email="newcomer@example.org", role=Role.DOCTOR, actor=w.carol)
+        invite(w.b, email="elsewhere@example.org", role=Role.DOCTOR, actor=None)
     return SimpleNamespace(
         study_paul=study_paul,
         study_olga=study_olga,
@@ -62,10 +64,11 @@ def rows(world):
         to_paul=to_paul,
         to_alice=to_alice,
         care=care,
+        invitation=invitation,
     )
 
 
-MODELS = (Patient, CareAssignment, Study, Diagnosis, Report, Conversation, Message, Notification)
+MODELS = (Patient, CareAssignment, Study, Diagnosis, Report, Conversation, Message, Notification, Invitation)
 
 
 def seen(user, hospital) -> dict[type, set[int]]:
@@ -94,7 +97,8 @@ def test_each_persona_sees_exactly_their_rows(world, rows):
         notification=r.to_alice,
     )
     assert seen(w.bob, w.a) == expected()  # a doctor of the hospital who cares for nobody
-    assert seen(w.carol, w.a) == expected(  # the hospital admin: all clinical rows, no chats
+    assert seen(w.carol, w.a) == expected(  # the hospital admin: all clinical rows and invitations, no chats
+        invitation={r.invitation.pk},
         patient={w.paul_record.pk, w.other_a.pk},
         careassignment={r.care.pk},
         study={r.study_paul.pk, r.study_olga.pk},

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.base_user import BaseUserManager
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django_scopes import ScopedManager
@@ -66,6 +69,11 @@ class User(AbstractUser):
     def display_name(self) -> str:
         return self.full_name or self.email
 
+    def clean(self) -> None:
+        super().clean()
+        if self.is_superuser and self.pk and self.memberships.filter(is_active=True).exists():
+            raise ValidationError({"is_superuser": MEMBER_NOT_A_PLATFORM_ADMIN})
+
     def save(self, *args: object, **kwargs: object) -> None:
         """Save; when the password changed or the account was switched off, tell the realtime side
         on commit, so the user's open WebSockets re-validate (and those of other sessions close).
@@ -120,6 +128,10 @@ class Hospital(models.Model):
         return self.name
 
 
+PLATFORM_ADMIN_NOT_A_MEMBER = "A platform administrator (superuser) cannot be a member of a hospital."
+MEMBER_NOT_A_PLATFORM_ADMIN = "Members of a hospital cannot be platform administrators: remove their memberships first."
+
+
 class Role(models.TextChoices):
     HOSPITAL_ADMIN = "hospital_admin", "Hospital admin"
     DOCTOR = "doctor", "Doctor"
@@ -144,6 +156,73 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} — {self.get_role_display()} at {self.hospital}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        """The platform superuser is never a member of a hospital, whichever path tries."""
+        if User.objects.filter(pk=self.user_id, is_superuser=True).exists():
+            raise ValidationError(PLATFORM_ADMIN_NOT_A_MEMBER)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def clean(self) -> None:
+        if self.user_id is not None and User.objects.filter(pk=self.user_id, is_superuser=True).exists():
+            raise ValidationError({"user": PLATFORM_ADMIN_NOT_A_MEMBER})
+
+
+class InvitationQuerySet(models.QuerySet["Invitation"]):
+    def visible_to(self, tenant: Any) -> InvitationQuerySet:
+        """A hospital's admins see its invitations; nobody else does."""
+        return self.filter(hospital=tenant.hospital) if tenant.is_admin else self.none()
+
+    def pending(self) -> InvitationQuerySet:
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Invitation(models.Model):
+    """An invitation, e-mailed to an address, to take a role in a hospital. The person accepts it
+    with the account of that address (signing in, or creating it from the invitation); until then
+    nobody is attached to the hospital, and the admin never learns whether an account exists.
+
+    Only the SHA-256 digest of the link's token is stored. Used once; expires after
+    ``INVITATION_TTL_DAYS``; a hospital admin can withdraw it.
+    """
+
+    hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="invitations")
+    email = models.EmailField("e-mail address")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    token_digest = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="invitations_sent", null=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="invitations_accepted",
+        null=True,
+        blank=True,
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedManager(_manager_class=models.Manager.from_queryset(InvitationQuerySet), hospital="hospital")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["hospital", "email"])]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} as {self.get_role_display().lower()} at {self.hospital}"
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "withdrawn"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"
 
 
 class ApiToken(AbstractAuthToken):

@@ -18,6 +18,7 @@ urlpatterns = [
     path("accounts/2fa/recovery-codes/", views.recovery_codes_new, name="recovery_codes_new"),
     path("accounts/2fa/remove/", views.two_factor_remove, name="two_factor_remove"),
     path("accounts/confirm/", views.reauthenticate, name="reauthenticate"),
+    path("invitations/<str:token>/", views.invitation, name="invitation"),
     path("accounts/tokens/", views.api_tokens, name="api_tokens"),
     path("accounts/tokens/revoke/", views.api_token_revoke, name="api_token_revoke"),
     path("accounts/tokens/revoke-all/", views.api_tokens_revoke_all, name="api_tokens_revoke_all"),

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate
+from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -19,8 +20,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_otp.plugins.otp_static.models import StaticDevice
 
-from . import audit, lockout, ratelimit, reauth, second_factor, tokens
-from .forms import ApiTokenForm, CodeForm, LoginForm, ReauthForm, SetupCodeForm
+from . import audit, lockout, ratelimit, reauth, second_factor, services, tokens
+from .forms import AccountFromInvitationForm, ApiTokenForm, CodeForm, LoginForm, ReauthForm, SetupCodeForm
 from .models import ApiToken, Membership, Role
 
 WRONG_CODE = (
@@ -357,3 +358,50 @@ def api_tokens_revoke_all(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, "You had no API tokens to revoke.")
     return redirect("accounts:api_tokens")
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The e-mailed link: accept with the invited address's account (signed in), or create that
+    account here. Unknown, used, withdrawn and expired links get the same page."""
+    invitation = services.find_invitation(token)
+    if invitation is None:
+        return render(request, "accounts/invitation_invalid.html", status=404)
+    user = request.user
+    context: dict[str, Any] = {"invitation": invitation}
+    if user.is_authenticated:
+        if user.email.lower() != invitation.email:
+            return render(request, "accounts/invitation.html", {**context, "wrong_account": True}, status=403)
+        if request.method == "POST":
+            try:
+                membership = services.accept_invitation(invitation, user, request=request)  # type: ignore[arg-type]
+            except ValidationError as exc:
+                return render(request, "accounts/invitation.html", {**context, "error": exc.messages[0]}, status=400)
+            messages.success(
+                request, f"Welcome to {membership.hospital.name}: you are a {membership.get_role_display().lower()}."
+            )
+            return redirect(home_url_for(membership))
+        return render(request, "accounts/invitation.html", context)
+    form = AccountFromInvitationForm(request.POST or None, email=invitation.email)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new_user = services.create_account_from_invitation(
+                invitation,
+                full_name=form.cleaned_data["full_name"],
+                password=form.cleaned_data["password1"],
+                request=request,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc.messages[0])
+        else:
+            auth_login(request, new_user, backend="django.contrib.auth.backends.ModelBackend")
+            membership = new_user.memberships.select_related("hospital").get(
+                hospital=invitation.hospital, role=invitation.role
+            )
+            messages.success(request, f"Welcome to {membership.hospital.name}. Your account is ready.")
+            return redirect(home_url_for(membership))
+    context["form"] = form
+    return render(request, "accounts/invitation.html", context, status=400 if form.errors else 200)

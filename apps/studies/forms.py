@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.password_validation import validate_password
 from django.db.models import QuerySet
 
 from apps.accounts.models import Hospital, Role
@@ -87,42 +86,15 @@ class SearchForm(PlainLabelsMixin, forms.Form):
     q = forms.CharField(required=False, max_length=100, label="Search by name or MRN")
 
 
-class AddMemberForm(PlainLabelsMixin, forms.Form):
-    """Add a person to this hospital by e-mail. An unknown e-mail creates the account, which
-    then needs a name and an initial password (the person changes it after logging in)."""
+class InviteForm(PlainLabelsMixin, forms.Form):
+    """Invite a person by e-mail to take a role here. Nothing is looked up: the person accepts with
+    their own account, or creates one from the e-mailed link."""
 
     email = forms.EmailField(label="E-mail address")
     role = forms.ChoiceField(choices=Role.choices, initial=Role.DOCTOR)
-    full_name = forms.CharField(required=False, max_length=200, label="Full name (new accounts)")
-    password = forms.CharField(
-        required=False,
-        label="Initial password (new accounts)",
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-    )
 
     def clean_email(self) -> str:
         return self.cleaned_data["email"].strip().lower()
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        email = data.get("email")
-        if not email:
-            return data
-        user_model = get_user_model()
-        existing = user_model.objects.filter(email__iexact=email).first()
-        data["existing_user"] = existing
-        if existing is None:
-            if not data.get("full_name"):
-                self.add_error("full_name", "There is no account with this e-mail yet: please give the person's name.")
-            if not data.get("password"):
-                self.add_error("password", "There is no account with this e-mail yet: please set an initial password.")
-            else:
-                candidate = user_model(email=email, full_name=data.get("full_name", ""))
-                try:
-                    validate_password(data["password"], candidate)
-                except forms.ValidationError as exc:
-                    self.add_error("password", exc)
-        return data
 
 
 class AssignmentForm(PlainLabelsMixin, forms.Form):

@@ -12,6 +12,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
@@ -24,14 +25,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts import audit, lockout, ratelimit
 from apps.accounts import services as account_services
-from apps.accounts.models import AuditEvent, Membership, Role
+from apps.accounts.models import AuditEvent, Invitation, Membership, Role
 from apps.accounts.tenancy import role_required
 from apps.diagnosis.services import latest_diagnosis
 
 from . import access, services
 from .dicom import values_png
 from .downloads import serve_encrypted
-from .forms import AddMemberForm, AssignmentForm, PatientForm, SearchForm, UploadForm
+from .forms import AssignmentForm, InviteForm, PatientForm, SearchForm, UploadForm
 from .models import CareAssignment, Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
 from .rendering import dicom_display_png
@@ -271,27 +272,20 @@ def audit_log(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """People and roles, and the invitation form. An invitation is e-mailed; the page says the same
+    whether or not the address has an account, and nobody joins until they accept."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    form = AddMemberForm(request.POST or None)
+    form = InviteForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            membership = account_services.add_member(
-                tenant.hospital,
-                email=data["email"],
-                role=data["role"],
-                full_name=data.get("full_name", ""),
-                password=data.get("password") or None,
-                actor=request.user,
-                request=request,
-            )
-        except ValidationError as exc:
-            form.add_error(None, exc.messages[0])
-        else:
-            messages.success(
-                request, f"{membership.user.display_name} now has the role {membership.get_role_display().lower()}."
-            )
-            return redirect("studies:members", hospital_slug=tenant.hospital.slug)
+        email, role = form.cleaned_data["email"], form.cleaned_data["role"]
+        account_services.invite(tenant.hospital, email=email, role=role, actor=request.user, request=request)
+        days = settings.INVITATION_TTL_DAYS
+        messages.success(
+            request,
+            f"An invitation to join as {Role(role).label.lower()} was sent to {email}. "
+            f"It is valid for {days} days; the person appears here once they accept.",
+        )
+        return redirect("studies:members", hospital_slug=tenant.hospital.slug)
     rows = (
         Membership.objects.filter(hospital=tenant.hospital)
         .select_related("user")
@@ -299,8 +293,28 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     )
     page = _page(request, rows, AUDIT_PAGE_SIZE)
     paused = lockout.paused_emails([m.user.email for m in page.object_list])
-    context = {"form": form, "page": page, "query": _query_without_page(request), "paused": paused}
+    invitations = Invitation.objects.visible_to(tenant).pending().select_related("invited_by")
+    context = {
+        "form": form,
+        "page": page,
+        "query": _query_without_page(request),
+        "paused": paused,
+        "invitations": invitations,
+    }
     return render(request, "studies/members.html", context, status=400 if form.errors else 200)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_POST
+def invitation_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """Withdraw a pending invitation (its link stops working)."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    invitation = Invitation.objects.visible_to(tenant).pending().filter(pk=pk).first()
+    if invitation is None:
+        raise Http404("No such pending invitation.")
+    account_services.revoke_invitation(invitation, actor=request.user, request=request)
+    messages.success(request, f"The invitation of {invitation.email} is withdrawn.")
+    return redirect("studies:members", hospital_slug=tenant.hospital.slug)
 
 
 @role_required(Role.HOSPITAL_ADMIN)

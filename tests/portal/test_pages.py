@@ -10,7 +10,7 @@ from django.urls import reverse
 from django_scopes import scopes_disabled
 from PIL import Image
 
-from apps.accounts.models import AuditEvent, Membership, Role
+from apps.accounts.models import AuditEvent, Membership
 from apps.studies.models import CareAssignment, Study
 from apps.studies.services import assign_doctor
 
@@ -290,25 +290,6 @@ def test_audit_log_lists_and_filters_the_hospitals_events(client, world):
 def test_audit_log_is_for_hospital_admins_only(client, world):
     client.force_login(world.alice)
     assert client.get(url("audit_log", world)).status_code == 403
-
-
-def test_admin_adds_an_existing_user_and_creates_a_new_one(client, world):
-    client.force_login(world.carol)
-    response = client.post(url("members", world), {"email": "Dora@Riverside.example", "role": Role.DOCTOR})
-    assert response.status_code == 302
-    assert Membership.objects.filter(user=world.dora, hospital=world.a, role=Role.DOCTOR, is_active=True).exists()
-    world.dora.refresh_from_db()
-    assert world.dora.check_password("correct-horse-battery-staple")  # an existing account keeps its password
-
-    refused = client.post(url("members", world), {"email": "new@st-mary.example", "role": Role.DOCTOR})
-    assert refused.status_code == 400 and "initial password" in refused.content.decode()
-    created = client.post(
-        url("members", world),
-        {"email": "new@st-mary.example", "role": Role.DOCTOR, "full_name": "Dr New", "password": "A-long-Passphrase-9"},
-    )
-    assert created.status_code == 302
-    assert Membership.objects.filter(user__email="new@st-mary.example", hospital=world.a).exists()
-    assert {"membership.add", "user.create"} <= {e.action for e in events("membership.add") + events("user.create")}
 
 
 def test_admin_deactivates_a_membership_but_not_their_own(client, world):

@@ -52,12 +52,13 @@ def _upload(w: Any) -> dict[str, Any]:
 
 
 def _new_member(w: Any) -> dict[str, Any]:
-    return {
-        "email": f"member{next(_seq)}@example.org",
-        "role": "doctor",
-        "full_name": "Dr New",
-        "password": "A-long-Passphrase-9",
-    }
+    return {"email": f"member{next(_seq)}@example.org", "role": "doctor"}
+
+
+def _invitation_of_a(w: Any) -> dict[str, Any]:
+    from apps.accounts.services import invite
+
+    return {"pk": invite(w.a, email=f"invitee{next(_seq)}@example.org", role="doctor", actor=w.carol).pk}
 
 
 def _membership_of_a(w: Any) -> dict[str, Any]:
@@ -100,6 +101,7 @@ ROUTES = [
     Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_unlock", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:invitation_revoke", method="POST", kwargs=_invitation_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignments", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:assignments", method="POST", data=_assign_olga, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignment_remove", method="POST", kwargs=_assignment_of_a, owner=("carol", 302), **ADMIN_ONLY),
