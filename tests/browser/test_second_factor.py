@@ -18,6 +18,7 @@ from ..celery_worker import test_database_url
 from ..factories import TEST_PASSWORD, make_study
 from ..reports.helpers import make_diagnosis
 from .test_clinical_flow import CHROMIUM, ROOT, _free_port, _wait_for_port, browser  # noqa: F401 - fixture
+from .test_models_dashboard import _axe_violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -84,6 +85,7 @@ def test_doctor_logs_in_with_totp_and_signs_with_reauthentication(web, browser, 
     page.wait_for_load_state("networkidle")
     assert "/accounts/2fa/verify/" in page.url, page.url
     assert "Two-step verification" in page.content()
+    assert _axe_violations(page) == []
     page.fill("#id_code", totp_code(device))
     page.click("button:has-text('Continue')")
     page.wait_for_load_state("networkidle")
@@ -98,6 +100,7 @@ def test_doctor_logs_in_with_totp_and_signs_with_reauthentication(web, browser, 
     page.wait_for_load_state("networkidle")
     assert "/accounts/confirm/" in page.url, page.url
     assert "Confirm it is you" in page.content() and "sign a report" in page.content()
+    assert _axe_violations(page) == []
     page.fill("#id_password", TEST_PASSWORD)
     page.fill("#id_code", unused_code(device))  # each code works once: not the login's
     page.click("button:has-text('Confirm')")
@@ -117,3 +120,36 @@ def test_doctor_logs_in_with_totp_and_signs_with_reauthentication(web, browser, 
     with scopes_disabled():
         report = Report.objects.get(study=study)
     assert report.status == ReportStatus.SIGNED and report.signed_by == world.alice
+
+
+def test_hospital_admin_sets_up_the_authenticator_at_first_login(web, browser, world):  # noqa: F811
+    """The first login of a hospital admin: the set-up page (QR code, key as text), the first code,
+    the recovery codes once; then the account pages. No axe-core violations on any of them."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    page = browser.new_context().new_page()
+    page.goto(f"{web}/accounts/login/")
+    page.fill("#id_username", world.carol.email)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    assert "/accounts/2fa/setup/" in page.url, page.url
+    assert page.locator(".qr svg").count() == 1 and page.locator(".setup-key").inner_text().strip()
+    assert _axe_violations(page) == []
+    scanned = TOTPDevice.objects.get(user=world.carol, confirmed=False)  # what her phone now holds
+    page.fill("#id_code", totp_code(scanned))
+    page.click("button:has-text('Turn on two-step verification')")
+    page.wait_for_load_state("networkidle")
+    assert "shown only once" in page.content() and page.locator(".recovery-codes li").count() == 10
+    assert _axe_violations(page) == []
+    page.click("text=I have saved my codes")
+    page.wait_for_load_state("networkidle")
+    assert page.url.rstrip("/").endswith("/h/st-mary"), page.url
+
+    for path in ("/accounts/security/", "/accounts/tokens/", "/h/st-mary/admin-tools/members/"):
+        page.goto(web + path)
+        assert _axe_violations(page) == [], path
+    page.fill("#id_email", "new.doctor@st-mary.example")
+    page.click("button:has-text('Send invitation')")
+    page.wait_for_load_state("networkidle")
+    assert "An invitation to join as doctor was sent to new.doctor@st-mary.example" in page.content()
