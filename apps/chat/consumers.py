@@ -34,6 +34,8 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from apps.accounts.tenancy import Tenant, resolve_tenant, session_user, tenant_scope
+from apps.reports.events import report_pdf_event
+from apps.reports.models import Report, ReportStatus
 from apps.studies.models import Study
 
 from . import notifications, services
@@ -50,6 +52,8 @@ CLOSE_NOT_FOUND = 4404
 MAX_FRAME_CHARS = 16_000
 #: Most studies one ``studies`` request may ask about (a caseload page shows 25).
 MAX_WATCHED_STUDIES = 200
+#: Most reports one ``reports`` request may ask about (a page shows one or a few).
+MAX_WATCHED_REPORTS = 50
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ class NotificationConsumer(TenantConsumer):
 
     Server → client: ``hello`` {unread, last_id}, ``notification`` {notification, unread},
     ``study.status`` {study_id, status, label, message}, ``sync`` {notifications, unread},
-    ``unread`` {unread}. Client → server: ``ack`` {up_to}, ``sync`` {since}, ``studies`` {ids}.
+    ``unread`` {unread}, ``report.pdf`` {report_id, study_id, status, label, url}. Client → server:
+    ``ack`` {up_to}, ``sync`` {since}, ``studies`` {ids}, ``reports`` {ids}.
 
     ``studies`` asks for the current status of the studies a page shows. Pushes are delivered at
     most once and a study can finish before the page's socket connects, so the page asks after
@@ -223,6 +228,14 @@ class NotificationConsumer(TenantConsumer):
             wanted = {n for n in map(_as_int, ids) if n is not None}
             for event in await database_sync_to_async(_study_status_events)(self.tenant, wanted):
                 await self.send_json(event)
+        elif kind == "reports":
+            ids = content.get("ids")
+            if not isinstance(ids, list) or len(ids) > MAX_WATCHED_REPORTS:
+                await self.send_error("invalid", f"“ids” must be a list of at most {MAX_WATCHED_REPORTS} report ids.")
+                return
+            wanted = {n for n in map(_as_int, ids) if n is not None}
+            for event in await database_sync_to_async(_report_pdf_events)(self.tenant, wanted):
+                await self.send_json(event)
         else:
             await self.send_error("invalid", "Unknown request.")
 
@@ -240,6 +253,19 @@ def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, 
     with tenant_scope(tenant.hospital):
         rows = Study.objects.visible_to(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
         return [study_status_event(pk, status, message) for pk, status, message in rows]
+
+
+def _report_pdf_events(tenant: Tenant, report_ids: set[int]) -> list[dict[str, Any]]:
+    """``report.pdf`` events for those of ``report_ids`` that are signed and the user may read."""
+    if not report_ids:
+        return []
+    with tenant_scope(tenant.hospital):
+        rows = (
+            Report.objects.visible_to(tenant)
+            .filter(pk__in=report_ids, status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
+            .values_list("pk", "study_id", "pdf_status")
+        )
+        return [report_pdf_event(tenant.hospital.slug, pk, study_id, status) for pk, study_id, status in rows]
 
 
 def _hello_payload(hospital_id: int, user_id: int) -> dict[str, Any]:

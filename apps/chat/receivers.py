@@ -4,6 +4,8 @@
   patient now and the uploader if they may still see the study; a persisted notification when
   the read finishes ("AI read ready", "AI unsure", "Not read by the AI" or "AI read failed",
   with the status message as its body).
+* ``report_pdf_changed`` → a live ``report.pdf`` event (the PDF is ready or failed) to the same
+  people as the study's status;
 * ``care_assignment_ended`` → the doctor's and the patient's open sockets re-validate, so their
   chat about that patient closes;
 * ``access_changed`` (apps.accounts.signals: logout, password change, membership or account
@@ -21,6 +23,7 @@ from typing import Any
 from django.urls import NoReverseMatch, reverse
 
 from apps.accounts.tenancy import tenant_scope
+from apps.reports.events import report_pdf_event
 from apps.studies.access import care_team, may_see_study
 from apps.studies.models import FINISHED_STATUSES, Patient, Study, StudyStatus
 
@@ -95,6 +98,23 @@ def _study_status_changed(study_id: int, hospital_id: int, status: str, message:
                 url=url,
                 data={"study_id": study_id, "status": status},
             )
+
+
+def on_report_pdf_changed(
+    sender: Any, *, hospital_id: int, report_id: int, study_id: int, status: str, **kwargs: Any
+) -> None:
+    """A report's PDF is ready (or failed): a live ``report.pdf`` event to whoever hears about the
+    study, so an open review or report page shows the download link without a reload."""
+    try:
+        with tenant_scope(hospital_id):
+            study = Study.objects.filter(pk=study_id).select_related("patient", "hospital", "uploaded_by").first()
+            if study is None:
+                return
+            event = report_pdf_event(study.hospital.slug, report_id, study_id, status)
+            for user_id in study_recipients(study):
+                notifications.push_event(hospital_id=hospital_id, user_id=user_id, event=event)
+    except Exception:  # never fail the PDF task that announced it
+        log.exception("Could not announce the PDF of report %s", report_id)
 
 
 def on_care_assignment_ended(sender: Any, *, hospital_id: int, patient_id: int, doctor_id: int, **kwargs: Any) -> None:

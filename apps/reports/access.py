@@ -13,7 +13,7 @@ from django.http import Http404
 from apps.accounts.tenancy import Tenant
 from apps.studies.models import Study
 
-from .models import Report
+from .models import Report, ReportStatus
 
 
 def get_report(tenant: Tenant, pk: int) -> Report:
@@ -42,3 +42,8 @@ def _one(qs: QuerySet[Report], pk: int) -> Report:
 
 def _with_related(qs: QuerySet[Report]) -> QuerySet[Report]:
     return qs.select_related("patient", "study", "author", "signed_by", "hospital", "supersedes")
+
+
+def signed_report_of(tenant: Tenant, study: Study) -> Report | None:
+    """The study's valid signed report (its current signed version) if the user may read it."""
+    return _with_related(Report.objects.visible_to(tenant).filter(study=study, status=ReportStatus.SIGNED)).first()

@@ -1,4 +1,4 @@
-"""Forms of the review screen: the doctor's verdict on the AI read, and the report text."""
+"""Forms of the review screen: the doctor's read and report (one form), and an amendment."""
 
 from __future__ import annotations
 
@@ -6,67 +6,19 @@ from typing import Any
 
 from django import forms
 
+from imagemedix.forms import NamedErrorsMixin
+
 from .models import Report
 
 OTHER = "__other__"
 FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
 
 
-class FeedbackForm(forms.Form):
-    """Confirm the AI label, or correct it to another of the specialist's labels.
+class ReportForm(NamedErrorsMixin, forms.Form):
+    """The doctor's read and report, one form: the final label (it starts empty: the doctor
+    chooses, with the AI's suggestion shown beside it), findings, impression, an optional comment
+    on the AI read (recorded with their read when they sign), and on an amendment its reason."""
 
-    On an ``indeterminate`` read the AI suggested no label, so there is nothing to confirm: the
-    doctor chooses their own label among all the specialist's classes (recorded as a correction).
-    """
-
-    action = forms.ChoiceField(
-        label="Your read of the AI result",
-        choices=[("confirm", "I agree with the AI label"), ("correct", "I disagree: the correct label is…")],
-        widget=forms.RadioSelect,
-    )
-    corrected_label = forms.ChoiceField(label="Correct label", required=False)
-    comment = forms.CharField(
-        label="Comment (optional)", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
-    )
-
-    def __init__(
-        self, *args: Any, labels: list[tuple[str, str]], ai_label: str = "", indeterminate: bool = False, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.ai_label = ai_label
-        self.indeterminate = indeterminate
-        if indeterminate:
-            self.fields["action"].choices = [("correct", "Record my label")]
-            self.fields["action"].required = False
-            self.fields["action"].widget = forms.HiddenInput()
-            self.fields["action"].initial = "correct"
-            self.fields["corrected_label"].label = "Your label"
-            self.fields["corrected_label"].choices = [("", "Choose a label"), *labels]
-        else:
-            self.fields["corrected_label"].choices = [("", "Choose a label")] + [
-                (code, name) for code, name in labels if code != ai_label
-            ]
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if self.indeterminate:
-            data["action"] = "correct"
-            if not data.get("corrected_label"):
-                self.add_error("corrected_label", "Please choose the label you read on the image.")
-        elif data.get("action") == "correct" and not data.get("corrected_label"):
-            self.add_error("corrected_label", "Please choose the label you believe is correct.")
-        return data
-
-
-class ReportForm(forms.Form):
-    """The doctor's report: free-text findings and impression, and a final label."""
-
-    findings = forms.CharField(
-        label="Findings", required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 6})
-    )
-    impression = forms.CharField(
-        label="Impression", required=False, max_length=10000, widget=forms.Textarea(attrs={"rows": 3})
-    )
     final_label = forms.ChoiceField(label="Final label", required=False)
     final_label_other = forms.CharField(
         label="Other final label",
@@ -74,26 +26,53 @@ class ReportForm(forms.Form):
         max_length=FINAL_LABEL_MAX,
         help_text="Only if you chose “Other” above.",
     )
+    findings = forms.CharField(
+        label="Findings", required=False, max_length=20000, widget=forms.Textarea(attrs={"rows": 5})
+    )
+    impression = forms.CharField(
+        label="Impression", required=False, max_length=10000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    ai_comment = forms.CharField(
+        label="Comment on the AI read (optional)",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="For example why you disagree. It goes with your read to the model's feedback.",
+    )
+    amendment_reason = forms.CharField(
+        label="Reason for the amendment",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Shown in the report's PDF and its history.",
+    )
 
-    def __init__(self, *args: Any, labels: list[tuple[str, str]], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, labels: list[tuple[str, str]], ai_read: bool = True, amending: bool = False, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.label_codes = {code for code, _ in labels}
-        self.fields["final_label"].choices = [("", "Not decided yet"), *labels, (OTHER, "Other (type below)")]
+        self.fields["final_label"].choices = [("", "Choose your conclusion…"), *labels, (OTHER, "Other (type below)")]
+        if not ai_read:
+            del self.fields["ai_comment"]
+        if not amending:
+            del self.fields["amendment_reason"]
 
     @classmethod
-    def initial_for(cls, report: Report | None, labels: list[tuple[str, str]], suggested: str = "") -> dict[str, str]:
+    def initial_for(cls, report: Report | None, labels: list[tuple[str, str]]) -> dict[str, str]:
+        """The draft's values; a new report starts with every field empty, the label included."""
         if report is None:
-            return {"final_label": suggested if suggested in {c for c, _ in labels} else ""}
-        codes = {c for c, _ in labels}
-        label = report.final_label
-        if label and label not in codes:
-            return {
-                "findings": report.findings,
-                "impression": report.impression,
-                "final_label": OTHER,
-                "final_label_other": label,
-            }
-        return {"findings": report.findings, "impression": report.impression, "final_label": label}
+            return {}
+        initial = {
+            "findings": report.findings,
+            "impression": report.impression,
+            "final_label": report.final_label,
+            "ai_comment": report.ai_comment,
+            "amendment_reason": report.amendment_reason,
+        }
+        if report.final_label and report.final_label not in {c for c, _ in labels}:
+            initial.update(final_label=OTHER, final_label_other=report.final_label)
+        return initial
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -101,8 +80,24 @@ class ReportForm(forms.Form):
         if choice == OTHER:
             other = (data.get("final_label_other") or "").strip()
             if not other:
-                self.add_error("final_label_other", "Please type the final label, or pick one from the list.")
+                self.add_error("final_label_other", "Type the final label, or pick one from the list.")
             data["label"] = other
         else:
             data["label"] = choice
         return data
+
+
+class AmendForm(NamedErrorsMixin, forms.Form):
+    """Amend a signed report: a new version, for a reason that the PDF and the history show."""
+
+    reason = forms.CharField(
+        label="Reason for the amendment",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={"required": "Say why this report is being amended."},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        kwargs.setdefault("auto_id", "amend_%s")
+        super().__init__(*args, **kwargs)

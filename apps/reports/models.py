@@ -96,6 +96,14 @@ class Report(models.Model):
     final_label = models.CharField(
         max_length=120, blank=True, help_text="The doctor's conclusion: a specialist label or free text."
     )
+    amendment_reason = models.TextField(
+        blank=True, max_length=2000, help_text="Why this version amends the previous one (required to sign it)."
+    )
+    ai_comment = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text="The doctor's comment on the AI read; recorded with their read of it when the report is signed.",
+    )
 
     signed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="signed_reports"

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts import audit
+from apps.diagnosis import services as diagnosis_services
 from apps.studies.access import cares_for, is_active_doctor
 from apps.studies.models import Study
 from apps.studies.storage import delete_stored, store_encrypted
@@ -32,6 +33,7 @@ __all__ = [
     "ReportLocked",
     "amend_report",
     "current_report",
+    "missing_for_signing",
     "render_report_pdf_now",
     "request_pdf",
     "report_signed",
@@ -44,6 +46,11 @@ FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
 #: Sent inside the transaction that signs a report or an amendment (hospital_id, report_id), after
 #: its PDF is queued; receivers send their tasks on commit (the integration app exports it as FHIR).
 report_signed = Signal()
+
+
+#: Sent on commit when a signed report's PDF is stored or its rendering failed (hospital_id,
+#: report_id, study_id, status): open pages show the download link without a reload.
+report_pdf_changed = Signal()
 
 
 class NotAllowed(PermissionDenied):
@@ -96,13 +103,16 @@ def save_draft(
     findings: str,
     impression: str,
     final_label: str,
+    ai_comment: str = "",
+    amendment_reason: str | None = None,
     request: HttpRequest | None = None,
 ) -> Report:
-    """Save the doctor's text on a draft. Refuses signed reports (``ReportLocked``)."""
+    """Save the doctor's text on a draft (``amendment_reason``, when given, only on an amendment;
+    None keeps it). Refuses signed reports (``ReportLocked``)."""
     _require_doctor(doctor, report)
     final_label = (final_label or "").strip()
     if len(final_label) > FINAL_LABEL_MAX:
-        raise ValidationError(f"The final label can be at most {FINAL_LABEL_MAX} characters.")
+        raise ValidationError(f"Final label: it can be at most {FINAL_LABEL_MAX} characters.")
     with transaction.atomic():
         locked = Report.objects.select_for_update().get(pk=report.pk, hospital_id=report.hospital_id)
         if not locked.is_draft:
@@ -110,21 +120,29 @@ def save_draft(
         locked.findings = findings or ""
         locked.impression = impression or ""
         locked.final_label = final_label
-        locked.save(update_fields=["findings", "impression", "final_label", "updated_at"])
+        locked.ai_comment = (ai_comment or "").strip()
+        if locked.supersedes_id is not None and amendment_reason is not None:
+            locked.amendment_reason = amendment_reason.strip()
+        locked.save(
+            update_fields=["findings", "impression", "final_label", "ai_comment", "amendment_reason", "updated_at"]
+        )
         audit.record("report.save_draft", hospital=locked.hospital, actor=doctor, obj=locked, request=request)
     _refresh(report, locked)
     return report
 
 
-def check_complete(report: Report) -> None:
-    """Raise ``ValidationError`` saying what a draft lacks before it can be signed."""
-    missing = []
+def missing_for_signing(report: Report) -> dict[str, str]:
+    """What a draft still lacks before it can be signed: {field: message naming the field}."""
+    missing = {}
     if not report.final_label.strip():
-        missing.append("a final label")
+        missing["final_label"] = "Final label: choose your conclusion before signing."
     if not report.impression.strip():
-        missing.append("an impression")
-    if missing:
-        raise ValidationError(f"Before signing, please add {' and '.join(missing)}.")
+        missing["impression"] = "Impression: write your impression before signing."
+    if report.supersedes_id is not None and not report.amendment_reason.strip():
+        missing["amendment_reason"] = (
+            f"Reason for the amendment: say why version {report.version - 1} is being amended."
+        )
+    return missing
 
 
 def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = None) -> Report:
@@ -142,7 +160,9 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
         )
         if not locked.is_draft:
             raise ReportLocked("This report is already signed.")
-        check_complete(locked)
+        missing = missing_for_signing(locked)
+        if missing:
+            raise ValidationError(missing)
 
         snapshot = ai.snapshot(locked.study)
         for field, value in snapshot.items():
@@ -167,7 +187,9 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
             version=locked.version,
             final_label=locked.final_label,
             supersedes=locked.supersedes_id,
+            amendment_reason=locked.amendment_reason,
         )
+        _record_read(locked, doctor, request)
         _notify_patient(locked)
         _send_pdf_render(locked)
         report_signed.send(sender=Report, hospital_id=locked.hospital_id, report_id=locked.pk)
@@ -175,13 +197,17 @@ def sign_report(report: Report, doctor: Any, *, request: HttpRequest | None = No
     return report
 
 
-def amend_report(report: Report, doctor: Any, *, request: HttpRequest | None = None) -> Report:
-    """Start an amendment of a signed report: a new draft version that supersedes it once signed.
+def amend_report(report: Report, doctor: Any, *, reason: str, request: HttpRequest | None = None) -> Report:
+    """Start an amendment of a signed report, saying why: a new draft version that supersedes it
+    once signed (the reason is shown in its PDF and the history).
 
     If an amendment draft already exists, it is returned. The signed version stays the valid
     report (and stays readable for ever) until the amendment is signed.
     """
     _require_doctor(doctor, report)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Reason for the amendment: say why this report is being amended."})
     with transaction.atomic():
         locked = Report.objects.select_for_update().get(pk=report.pk, hospital_id=report.hospital_id)
         if locked.is_draft:
@@ -201,6 +227,7 @@ def amend_report(report: Report, doctor: Any, *, request: HttpRequest | None = N
             findings=locked.findings,
             impression=locked.impression,
             final_label=locked.final_label,
+            amendment_reason=reason,
         )
         audit.record(
             "report.amend",
@@ -210,8 +237,25 @@ def amend_report(report: Report, doctor: Any, *, request: HttpRequest | None = N
             request=request,
             supersedes=locked.pk,
             version=amendment.version,
+            reason=reason,
         )
     return amendment
+
+
+def _record_read(report: Report, doctor: Any, request: HttpRequest | None) -> None:
+    """The signing doctor's read of the AI result, for the feedback loop: their final label
+    confirms the AI's label or corrects it (on an indeterminate read it is recorded as their own
+    label). Nothing is recorded when the AI made no read, for a free-text label the model does
+    not know, or when the doctor's latest read of this result already says the same."""
+    diagnosis = ai.latest(report.study)
+    if diagnosis is None or diagnosis.refused or not diagnosis.label:
+        return
+    if report.final_label not in diagnosis_services.specialist_labels(diagnosis):
+        return
+    previous = diagnosis.feedback.filter(doctor=doctor).order_by("-created_at", "-pk").first()
+    if previous and previous.final_label == report.final_label and report.ai_comment in ("", previous.comment):
+        return  # this doctor's read of this AI result is on record already
+    diagnosis_services.correct_diagnosis(diagnosis, doctor, report.final_label, report.ai_comment, request=request)
 
 
 def request_pdf(report: Report, actor: Any, *, request: HttpRequest | None = None) -> None:
@@ -275,6 +319,7 @@ def render_report_pdf_now(report_id: int) -> Report | None:
     except Exception:
         log.exception("Rendering the PDF of report %s failed", report_id)
         Report.objects.filter(pk=report_id).exclude(pdf_status=PdfStatus.READY).update(pdf_status=PdfStatus.FAILED)
+        _announce_pdf(report, PdfStatus.FAILED)
         raise
     blob = store_encrypted(pdf, folder=f"reports/h{report.hospital_id}", suffix=".pdf")
     try:
@@ -301,10 +346,21 @@ def render_report_pdf_now(report_id: int) -> Report | None:
                 ]
             )
             audit.record("report.pdf_render", hospital=locked.hospital, obj=locked, sha256=blob.sha256, size=blob.size)
+            _announce_pdf(locked, PdfStatus.READY)
     except BaseException:
         delete_stored(blob.name)
         raise
     return locked
+
+
+def _announce_pdf(report: Report, status: str) -> None:
+    hospital_id, report_id, study_id = report.hospital_id, report.pk, report.study_id
+    transaction.on_commit(
+        lambda: report_pdf_changed.send(
+            sender=Report, hospital_id=hospital_id, report_id=report_id, study_id=study_id, status=status
+        ),
+        robust=True,
+    )
 
 
 def _refresh(target: Report, source: Report) -> None:

@@ -54,6 +54,7 @@ def patient_timeline(tenant: Tenant, patient: Patient) -> list[Event]:
                     kind="report_amended" if amended else "report_signed",
                     title=f"Report v{report.version} signed" + (" (amendment)" if amended else ""),
                     detail=f"Final label: {display_label(report.final_label)}"
+                    + (f". Reason for the amendment: {report.amendment_reason}" if report.amendment_reason else "")
                     + (" — since replaced by a newer version" if report.status == ReportStatus.AMENDED else ""),
                     who=report.signed_by.display_name if report.signed_by else "",
                     url=url,

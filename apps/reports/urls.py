@@ -6,11 +6,11 @@ from . import views
 
 app_name = "reports"
 urlpatterns = [
-    # Doctor: review an AI read, write and sign the report.
+    # Doctor: read the image and the AI result, write the report; sign after confirming it.
     path("studies/<int:study_pk>/review/", views.review, name="review"),
-    path("studies/<int:study_pk>/review/feedback/", views.feedback, name="feedback"),
     # Staff: every version of a report, amendments, PDFs.
     path("reports/<int:pk>/", views.detail, name="detail"),
+    path("reports/<int:pk>/sign/", views.sign, name="sign"),
     path("reports/<int:pk>/amend/", views.amend, name="amend"),
     path("reports/<int:pk>/pdf/", views.pdf, name="pdf"),
     path("reports/<int:pk>/pdf/retry/", views.pdf_retry, name="pdf_retry"),

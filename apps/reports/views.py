@@ -24,14 +24,14 @@ from apps.accounts.models import Role
 from apps.accounts.tenancy import role_required
 from apps.chat.access import inbox
 from apps.chat.models import Notification
-from apps.diagnosis import services as diagnosis_services
 from apps.diagnosis.models import Diagnosis
 from apps.studies.access import cares_for, get_caseload_patient, get_study
 from apps.studies.downloads import serve_encrypted
-from apps.studies.viewer import image_title, viewer_config, viewer_layers
+from apps.studies.viewer import image_title, prior_studies, viewer_config, viewer_layers
+from imagemedix.forms import error_items
 
 from . import access, ai, services
-from .forms import FeedbackForm, ReportForm
+from .forms import AmendForm, ReportForm
 from .models import PdfStatus, Report, ReportLocked, ReportStatus
 from .timeline import patient_timeline
 
@@ -56,39 +56,60 @@ def _optional_url(name: str, slug: str, *args: Any) -> str:
 
 # --- Review screen (doctor) ---------------------------------------------------------------
 
+#: Where an amendment's reason waits while the doctor confirms their identity (per report).
+PENDING_REASON = "amend_reason:{}"
 
-def _review_context(request: HttpRequest, study: Any, **forms: Any) -> dict[str, Any]:
+
+def _form_for(study: Any, report: Report | None, result: ai.AIResult | None, data: Any = None) -> ReportForm:
+    labels = ai.labels_for(result.task if result else "", result.diagnosis if result else None)
+    amending = report is not None and report.is_draft and report.supersedes_id is not None
+    ai_read = result is not None and not result.refused and bool(result.label)
+    if data is not None:
+        return ReportForm(data, labels=labels, ai_read=ai_read, amending=amending)
+    return ReportForm(labels=labels, ai_read=ai_read, amending=amending, initial=ReportForm.initial_for(report, labels))
+
+
+def _review_context(
+    request: HttpRequest, study: Any, *, report_form: ReportForm | None = None, amend_form: AmendForm | None = None
+) -> dict[str, Any]:
     tenant = request.tenant  # type: ignore[attr-defined]
     diagnosis = ai.latest(study)
     result = ai.result(study, diagnosis)
-    labels = ai.labels_for(result.task if result else "", diagnosis)
     report = services.current_report(study)
-    feedback = _feedback_of(diagnosis)
-    suggested = ""
-    if feedback:
-        suggested = feedback[0].final_label
-    elif result:  # nothing is pre-selected for a refused or indeterminate read
-        suggested = result.suggested_label
-    if "report_form" not in forms:
-        forms["report_form"] = ReportForm(labels=labels, initial=ReportForm.initial_for(report, labels, suggested))
-    if "feedback_form" not in forms and result and not result.refused and result.label:
-        forms["feedback_form"] = FeedbackForm(labels=labels, ai_label=result.label, indeterminate=result.indeterminate)
+    report_form = report_form or _form_for(study, report, result)
+    priors = prior_studies(tenant, study)
+    prior = _chosen_prior(request, priors)
     return {
         "study": study,
         "patient": study.patient,
         "result": result,
         "report": report,
         "versions": list(access.reports_of_study(tenant, study)),
-        "feedback": feedback,
+        "feedback": _feedback_of(diagnosis),
         "can_write": tenant.is_doctor and cares_for(request.user, study.patient),
         "viewer": viewer_config(study, label=image_title(study)),
         "layers": viewer_layers(study, diagnosis),
-        **forms,
+        "priors": priors,
+        "prior": prior,
+        "prior_viewer": viewer_config(prior, label=image_title(prior)) if prior else None,
+        "prior_result": ai.result(prior) if prior else None,
+        "prior_report": access.signed_report_of(tenant, prior) if prior else None,
+        "report_form": report_form,
+        "amend_form": amend_form or _amend_form(request, report),
+        "errors": error_items(report_form, amend_form),
     }
 
 
-def _review_url(hospital_slug: str, study_pk: int) -> str:
-    return reverse("reports:review", args=[hospital_slug, study_pk]) + "#report-heading"
+def _amend_form(request: HttpRequest, report: Report | None) -> AmendForm:
+    """The amendment form, with the reason typed before a re-authentication (if any)."""
+    reason = request.session.get(PENDING_REASON.format(report.pk), "") if report else ""
+    return AmendForm(initial={"reason": reason})
+
+
+def _chosen_prior(request: HttpRequest, priors: list[Any]) -> Any:
+    """The prior shown beside the study: ``?prior=<id>`` among ``priors``, else the newest."""
+    wanted = request.GET.get("prior", "")
+    return next((p for p in priors if str(p.pk) == wanted), priors[0] if priors else None)
 
 
 def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
@@ -100,98 +121,123 @@ def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
 @role_required(Role.DOCTOR)
 @require_http_methods(["GET", "POST"])
 def review(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
-    """The review screen: image and heatmap, the AI result, the doctor's verdict and report.
+    """The reading screen: the image (and a prior) in the viewer; beside it the AI result and one
+    form for the doctor's read and report.
 
-    POST saves the report draft (``action=save``) or saves and signs it (``action=sign``). Signing
-    needs a fresh re-authentication (``apps.accounts.reauth``): without one the draft is saved and
-    the doctor confirms their identity, then comes back here to sign.
+    POST saves the draft (``action=save``), or saves it and, when it is complete, goes on to the
+    signature (``action=sign`` → ``reports:sign``: re-authentication, then confirmation).
     """
     tenant = request.tenant  # type: ignore[attr-defined]
     study = get_study(tenant, study_pk)
-    if request.method == "POST":
-        result = ai.result(study)
-        labels = ai.labels_for(result.task if result else "", result.diagnosis if result else None)
-        form = ReportForm(request.POST, labels=labels)
-        if form.is_valid():
-            try:
-                report = services.start_report(study, request.user, request=request)
-                services.save_draft(
-                    report,
-                    request.user,
-                    findings=form.cleaned_data["findings"],
-                    impression=form.cleaned_data["impression"],
-                    final_label=form.cleaned_data["label"],
-                    request=request,
-                )
-                if request.POST.get("action") == "sign":
-                    services.check_complete(report)  # say what is missing before asking for the password
-                    if not reauth.is_fresh(request):
-                        messages.info(request, "Your report is saved as a draft. Confirm it is you to sign it.")
-                        return reauth.ask(request, "sign", _review_url(hospital_slug, study.pk))
-                    services.sign_report(report, request.user, request=request)
-                    messages.success(request, f"Report version {report.version} signed. The PDF is being prepared.")
-                else:
-                    messages.success(request, "Draft saved.")
+    if request.method == "GET":
+        audit.record("study.review", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+        return render(request, "reports/review.html", _review_context(request, study))
+    form = _form_for(study, services.current_report(study), ai.result(study), request.POST)
+    if form.is_valid():
+        try:
+            report = services.start_report(study, request.user, request=request)
+            services.save_draft(
+                report,
+                request.user,
+                findings=form.cleaned_data["findings"],
+                impression=form.cleaned_data["impression"],
+                final_label=form.cleaned_data["label"],
+                ai_comment=form.cleaned_data.get("ai_comment", ""),
+                amendment_reason=form.cleaned_data.get("amendment_reason"),
+                request=request,
+            )
+        except (ReportLocked, ValidationError) as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            if request.POST.get("action") != "sign":
+                messages.success(request, f"Draft of version {report.version} saved.")
                 return redirect("reports:review", hospital_slug=hospital_slug, study_pk=study.pk)
-            except (ReportLocked, ValidationError) as exc:
-                form.add_error(None, _error_text(exc))
-        context = _review_context(request, study, report_form=form)
-        return render(request, "reports/review.html", context, status=400)
-    audit.record("study.review", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
-    return render(request, "reports/review.html", _review_context(request, study))
+            missing = services.missing_for_signing(report)  # said before any password is asked for
+            if not missing:
+                return redirect("reports:sign", hospital_slug=hospital_slug, pk=report.pk)
+            for field, message in missing.items():
+                form.add_error(field if field in form.fields else None, message)
+    return render(request, "reports/review.html", _review_context(request, study, report_form=form), status=400)
+
+
+def _confirm_context(report: Report) -> dict[str, Any]:
+    return {"report": report, "patient": report.patient, "study": report.study, "draft": draft_token(report)}
+
+
+def draft_token(report: Report) -> str:
+    """Names the exact draft the doctor confirmed: it changes whenever the draft is saved."""
+    return report.updated_at.isoformat()
+
+
+def signing_confirmation_problem(request: HttpRequest, report: Report) -> str:
+    """Why this POST does not confirm the signature of ``report``: "" when it does (the doctor
+    confirmed the very draft they were shown; their identity is checked by ``reauth`` first)."""
+    if request.POST.get("draft") != draft_token(report):
+        return "The draft changed after you were asked to confirm it. Check it again, then sign."
+    return ""
 
 
 @role_required(Role.DOCTOR)
-@require_POST
-def feedback(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
-    """Confirm or correct the AI label (feeds ``Feedback`` and the retraining export). On an
-    indeterminate read there is no label to confirm: the doctor records their own label."""
+@require_http_methods(["GET", "POST"])
+def sign(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """The signature of a draft: GET shows exactly what will be signed and asks to confirm it;
+    POST signs that draft. Both need a fresh re-authentication (``apps.accounts.reauth``), which
+    brings the doctor back to this page."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    study = get_study(tenant, study_pk)
-    diagnosis = ai.latest(study)
-    result = ai.result(study, diagnosis)
-    if result is None or result.refused or not result.label:
-        raise Http404("There is no AI label to confirm or correct on this study.")
-    labels = ai.labels_for(result.task, diagnosis)
-    form = FeedbackForm(request.POST, labels=labels, ai_label=result.label, indeterminate=result.indeterminate)
-    if form.is_valid():
-        comment = form.cleaned_data["comment"]
-        try:
-            if form.cleaned_data["action"] == "confirm":
-                diagnosis_services.confirm_diagnosis(diagnosis, request.user, comment, request=request)
-                messages.success(request, f"You confirmed the AI label “{result.label_display}”.")
-            else:
-                label = form.cleaned_data["corrected_label"]
-                diagnosis_services.correct_diagnosis(diagnosis, request.user, label, comment, request=request)
-                if result.indeterminate:
-                    messages.success(request, f"You recorded your label “{ai.display_label(label)}”.")
-                else:
-                    messages.success(request, f"You corrected the AI label to “{ai.display_label(label)}”.")
-            return redirect("reports:review", hospital_slug=hospital_slug, study_pk=study.pk)
-        except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
-    context = _review_context(request, study, feedback_form=form)
-    return render(request, "reports/review.html", context, status=400)
+    report = access.get_clinical_report(tenant, pk)
+    review_url = reverse("reports:review", args=[hospital_slug, report.study_id])
+    if not report.is_draft:
+        messages.info(request, f"Version {report.version} is already signed.")
+        return redirect(review_url)
+    missing = services.missing_for_signing(report)
+    if missing:
+        messages.error(request, " ".join(missing.values()))
+        return redirect(review_url)
+    if not reauth.is_fresh(request):
+        messages.info(request, "Your report is saved as a draft. Confirm it is you to sign it.")
+        return reauth.ask(request, "sign", reverse("reports:sign", args=[hospital_slug, report.pk]))
+    if request.method == "GET":
+        return render(request, "reports/sign_confirm.html", _confirm_context(report))
+    problem = signing_confirmation_problem(request, report)
+    if problem:
+        context = {**_confirm_context(report), "problem": problem}
+        return render(request, "reports/sign_confirm.html", context, status=409)
+    try:
+        services.sign_report(report, request.user, request=request)
+    except ValidationError as exc:
+        messages.error(request, _error_text(exc))
+        return redirect(review_url)
+    messages.success(
+        request, f"Report version {report.version} signed. The PDF link appears here as soon as the PDF is ready."
+    )
+    return redirect(review_url)
 
 
 @role_required(Role.DOCTOR)
 @require_POST
 def amend(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    """Start an amendment of a signed report (a new draft version) and go back to the review.
-    Like signing, it needs a fresh re-authentication."""
+    """Start an amendment of a signed report (a new draft version, with its reason). Like signing,
+    it needs a fresh re-authentication; the reason typed waits in the session meanwhile."""
     tenant = request.tenant  # type: ignore[attr-defined]
     report = access.get_clinical_report(tenant, pk)
+    form = AmendForm(request.POST)
+    if not form.is_valid():
+        context = _review_context(request, report.study, amend_form=form)
+        return render(request, "reports/review.html", context, status=400)
+    review_url = reverse("reports:review", args=[hospital_slug, report.study_id])
     if not reauth.is_fresh(request):
-        return reauth.ask(request, "amend", _review_url(hospital_slug, report.study_id))
+        request.session[PENDING_REASON.format(report.pk)] = form.cleaned_data["reason"]
+        return reauth.ask(request, "amend", review_url + "#amend-heading")
+    request.session.pop(PENDING_REASON.format(report.pk), None)
     try:
-        amendment = services.amend_report(report, request.user, request=request)
+        amendment = services.amend_report(report, request.user, reason=form.cleaned_data["reason"], request=request)
     except ReportLocked as exc:
         messages.error(request, str(exc))
     else:
         messages.info(
             request, f"Version {amendment.version} started. Edit it, then sign to replace version {report.version}."
         )
-    return redirect("reports:review", hospital_slug=hospital_slug, study_pk=report.study_id)
+    return redirect(review_url)
 
 
 # --- Report pages and downloads ------------------------------------------------------------

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 
+from apps.accounts.tenancy import Tenant
 from apps.diagnosis.models import Diagnosis
 
 from .models import Modality, Study
@@ -84,3 +85,18 @@ def viewer_layers(study: Study, diagnosis: Diagnosis | None) -> dict[str, Any]:
         "heatmapUrl": reverse("diagnosis:heatmap", args=[study.hospital.slug, study.pk]),
         "roi": diagnosis.roi_box,
     }
+
+
+#: Most priors offered for comparison (the newest first).
+MAX_PRIORS = 20
+
+
+def prior_studies(tenant: Tenant, study: Study) -> list[Study]:
+    """Earlier studies of the same patient and image type that the user may see, newest first:
+    what the reading screen offers to compare with. None for a study whose type is not known."""
+    if study.modality in (Modality.UNKNOWN, Modality.UNSUPPORTED):
+        return []
+    priors = Study.objects.visible_to(tenant).filter(
+        patient_id=study.patient_id, modality=study.modality, created_at__lt=study.created_at
+    )
+    return list(priors.select_related("patient", "hospital").order_by("-created_at", "-pk")[:MAX_PRIORS])

@@ -8,6 +8,8 @@
  * - [data-study-status="<id>"]: text = human status label ("AI read ready", "AI unsure",
  *   "Not read by the AI"…), class status-<status>.
  * - [data-study-message="<id>"]: text = the status message.
+ * - [data-report-pdf="<id>"] (with data-pdf-status): a signed report's PDF; becomes the
+ *   "Download PDF" link when the report.pdf event says it is ready.
  * - #notif-count: the unread count.
  * - [data-live-reload-on-done="<id>"]: when that study finishes, the page is re-fetched and its
  *   #study-result and [data-live-swap] elements swapped in (or the page reloads); the
@@ -147,6 +149,47 @@
     }
   }
 
+  // A signed report's PDF: [data-report-pdf="<id>"] shows "being prepared" until the PDF is
+  // stored, then the download link (or says it could not be produced).
+  function updateReportPdf(event) {
+    each('[data-report-pdf="' + cssEscape(event.report_id) + '"]', function (el) {
+      if (el.getAttribute("data-pdf-status") === event.status) {
+        return;
+      }
+      el.setAttribute("data-pdf-status", event.status);
+      el.textContent = "";
+      if (event.status === "ready" && event.url && event.url.charAt(0) === "/" && event.url.charAt(1) !== "/") {
+        var link = document.createElement("a");
+        link.className = "button";
+        link.href = event.url;
+        link.textContent = "Download PDF";
+        el.appendChild(link);
+        announce("The PDF of the report is ready.");
+      } else if (event.status === "failed") {
+        var note = document.createElement("span");
+        note.className = "alert alert-error";
+        note.textContent = "The PDF could not be produced. Reload the page to try again.";
+        el.appendChild(note);
+        announce(note.textContent);
+      } else {
+        el.textContent = event.label || "";
+      }
+    });
+  }
+
+  function askForReportPdfs() {
+    var ids = [];
+    each('[data-report-pdf][data-pdf-status="pending"]', function (el) {
+      var id = parseInt(el.getAttribute("data-report-pdf"), 10);
+      if (!isNaN(id) && ids.indexOf(id) === -1) {
+        ids.push(id);
+      }
+    });
+    if (ids.length && socket && socket.readyState === 1) {
+      socket.send(JSON.stringify({ type: "reports", ids: ids.slice(0, 50) }));
+    }
+  }
+
   function addToList(n) {
     var list = document.getElementById("notification-list");
     if (!list || list.querySelector('[data-notification-id="' + cssEscape(n.id) + '"]')) {
@@ -191,6 +234,7 @@
       case "hello":
         setUnread(data.unread);
         askForStudyStatus();
+        askForReportPdfs();
         if (lastId === null) {
           lastId = data.last_id || 0;
         } else if ((data.last_id || 0) > lastId) {
@@ -210,6 +254,9 @@
         break;
       case "study.status":
         updateStudy(data);
+        break;
+      case "report.pdf":
+        updateReportPdf(data);
         break;
       default:
         break;

@@ -106,11 +106,13 @@ def test_doctor_logs_in_with_totp_and_signs_with_reauthentication(web, browser, 
     page.click("button:has-text('Confirm')")
     page.wait_for_load_state("networkidle")
 
-    assert page.url.startswith(review), page.url  # back where she was, her text kept
-    assert page.input_value("#id_findings") == "Patchy opacity in the right lower zone."
-    assert page.input_value("#id_impression") == "Findings consistent with pneumonia."
-    page.click("button[name=action][value=sign]")
+    # On to the signature page: her text, saved as a draft, to confirm.
+    assert "/sign/" in page.url, page.url
+    assert "Patchy opacity in the right lower zone." in page.content()
+    assert "Findings consistent with pneumonia." in page.content()
+    page.click("#confirm-sign")
     page.wait_for_load_state("networkidle")
+    assert page.url.startswith(review), page.url
     assert "Amend this report" in page.content(), page.content()[-2000:]
 
     from django_scopes import scopes_disabled

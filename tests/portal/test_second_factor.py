@@ -288,13 +288,19 @@ def current_report(study) -> Report:
         return Report.objects.get(study=study)
 
 
+def sign_url(world, study) -> str:
+    return reverse("reports:sign", args=[world.a.slug, current_report(study).pk])
+
+
 def test_signing_asks_for_the_password_and_keeps_the_draft(client, world, study):
     client.force_login(world.alice)
-    response = client.post(review_url(world, study), REPORT)
-    confirm = reverse("accounts:reauthenticate")
-    assert response.status_code == 302 and response["Location"].startswith(confirm)
+    saved = client.post(review_url(world, study), REPORT)
+    assert saved.status_code == 302 and saved["Location"] == sign_url(world, study)
     report = current_report(study)
     assert report.status == ReportStatus.DRAFT and report.findings == "Clear lungs."  # nothing typed is lost
+    response = client.get(saved["Location"])
+    confirm = reverse("accounts:reauthenticate")
+    assert response.status_code == 302 and response["Location"].startswith(confirm)
 
     page = client.get(response["Location"])
     assert page.status_code == 200
@@ -304,9 +310,11 @@ def test_signing_asks_for_the_password_and_keeps_the_draft(client, world, study)
     assert events("auth.reauthenticate_failed")[-1].actor == world.alice
 
     back = client.post(response["Location"], {"password": TEST_PASSWORD})
-    assert back.status_code == 302 and back["Location"] == review_url(world, study) + "#report-heading"
-    assert "Clear lungs." in client.get(back["Location"]).content.decode()
-    assert client.post(review_url(world, study), REPORT).status_code == 302
+    assert back.status_code == 302 and back["Location"] == sign_url(world, study)  # the signature page
+    page = client.get(back["Location"]).content.decode()
+    assert "Clear lungs." in page and "Confirm and sign" in page
+    token = re.search(r'name="draft" value="([^"]+)"', page).group(1)
+    assert client.post(sign_url(world, study), {"draft": token}).status_code == 302
     assert current_report(study).status == ReportStatus.SIGNED
     assert events("auth.reauthenticate")[-1].detail["purpose"] == "sign"
 
@@ -317,7 +325,8 @@ def test_reauthentication_expires_after_the_window(client, world, study, setting
     session = client.session
     session[reauth.SESSION_KEY] = time.time() - 5 * 60 - 1
     session.save()
-    response = client.post(review_url(world, study), REPORT)
+    client.post(review_url(world, study), REPORT)
+    response = client.post(sign_url(world, study), {"draft": "any"})
     assert response["Location"].startswith(reverse("accounts:reauthenticate"))
     assert current_report(study).status == ReportStatus.DRAFT
 
@@ -336,24 +345,28 @@ def test_reauthentication_needs_the_code_of_an_enrolled_doctor(client, world, st
 def test_incomplete_report_says_what_is_missing_before_asking_for_the_password(client, world, study):
     client.force_login(world.alice)
     response = client.post(review_url(world, study), {**REPORT, "impression": ""})
-    assert response.status_code == 400 and "please add an impression" in response.content.decode()
+    assert (
+        response.status_code == 400 and "Impression: write your impression before signing." in response.content.decode()
+    )
 
 
-def test_amending_asks_for_the_password_too(client, world):
+def test_amending_asks_for_the_password_too_and_keeps_the_reason(client, world):
     from tests.reports.helpers import signed_report
 
     signed = signed_report(world.paul_record, world.alice, with_pdf=False)
     client.force_login(world.alice)
     amend = reverse("reports:amend", args=[world.a.slug, signed.pk])
-    response = client.post(amend)
+    response = client.post(amend, {"reason": "Wrong side recorded."})
     assert response["Location"].startswith(reverse("accounts:reauthenticate"))
     assert "for=amend" in response["Location"]
     with scopes_disabled():
         assert not Report.objects.filter(supersedes=signed).exists()
     client.confirm_identity()
-    assert client.post(amend).status_code == 302
+    # Back on the review screen, the reason typed is still in the form.
+    assert "Wrong side recorded." in client.get(review_url(world, signed.study)).content.decode()
+    assert client.post(amend, {"reason": "Wrong side recorded."}).status_code == 302
     with scopes_disabled():
-        assert Report.objects.filter(supersedes=signed).exists()
+        assert Report.objects.get(supersedes=signed).amendment_reason == "Wrong side recorded."
 
 
 def test_next_never_leaves_the_site(client, world):

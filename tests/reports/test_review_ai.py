@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from django.urls import reverse
@@ -46,7 +47,7 @@ def test_review_shows_heatmap_probabilities_and_model(client, world, paul_study,
     assert "70% confidence" in html
     assert "chest reports-test (weights bbbbbbbbbbbb)" in html
     assert "assistive, not a diagnosis" in html
-    assert 'action="' + url("reports:feedback", paul_study.pk) + '"' in html
+    assert 'name="ai_comment"' in html  # the doctor's read goes with the report
 
 
 def test_review_shows_a_refusal_plainly(client, world, paul_study):
@@ -55,7 +56,8 @@ def test_review_shows_a_refusal_plainly(client, world, paul_study):
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
     assert "The AI did not read this image." in html
     assert "it looks like a photograph, not a medical image" in html
-    assert url("reports:feedback", paul_study.pk) not in html  # nothing to confirm
+    assert 'name="ai_comment"' not in html  # no AI read to comment on
+    assert "The AI made no read." in html
     assert 'name="findings"' in html  # the doctor can still report
 
 
@@ -66,50 +68,35 @@ def test_review_shows_a_modality_mismatch(client, world, paul_study):
     assert "Image type mismatch" in html and "The DICOM header says CT" in html
 
 
-def test_confirm_and_correct_feed_feedback(client, world, paul_study, paul_diagnosis):
+def test_signing_a_different_label_records_a_correction_of_the_ai(client, world, paul_study, paul_diagnosis):
     from apps.diagnosis.models import Feedback
 
     client.force_login(world.alice)
-    response = client.post(url("reports:feedback", paul_study.pk), {"action": "confirm", "comment": "Agree."})
-    assert response.status_code == 302
-    response = client.post(
-        url("reports:feedback", paul_study.pk),
-        {"action": "correct", "corrected_label": "bacterial_pneumonia", "comment": "Lobar pattern."},
-    )
-    assert response.status_code == 302
+    fields = {
+        "final_label": "bacterial_pneumonia",
+        "findings": "Lobar consolidation.",
+        "impression": "Bacterial pneumonia.",
+        "ai_comment": "Lobar pattern.",
+        "action": "sign",
+    }
+    client.confirm_identity()
+    sign_page = client.post(url("reports:review", paul_study.pk), fields)["Location"]
+    token = re.search(r'name="draft" value="([^"]+)"', client.get(sign_page).content.decode()).group(1)
     with scopes_disabled():
-        rows = list(Feedback.objects.filter(diagnosis=paul_diagnosis).order_by("pk"))
-        assert [(f.action, f.corrected_label, f.comment, f.doctor) for f in rows] == [
-            ("confirm", "", "Agree.", world.alice),
-            ("correct", "bacterial_pneumonia", "Lobar pattern.", world.alice),
-        ]
+        draft = Report.objects.get(study=paul_study)
+        assert not Feedback.objects.exists()  # nothing is recorded before the signature
+    assert client.post(url("reports:sign", draft.pk), {"draft": token}).status_code == 302
+    with scopes_disabled():
+        [read] = Feedback.objects.filter(diagnosis=paul_diagnosis)
+        assert (read.action, read.corrected_label, read.comment, read.doctor) == (
+            "correct",
+            "bacterial_pneumonia",
+            "Lobar pattern.",
+            world.alice,
+        )
         assert AuditEvent.objects.filter(action="diagnosis.correct", actor=world.alice).exists()
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
     assert "corrected the AI label to <strong>Bacterial pneumonia</strong>" in html and "Lobar pattern." in html
-    # The doctor's corrected label is offered as the report's final label.
-    assert '<option value="bacterial_pneumonia" selected>' in html
-
-
-def test_correct_needs_a_label(client, world, paul_study, paul_diagnosis):
-    from apps.diagnosis.models import Feedback
-
-    client.force_login(world.alice)
-    response = client.post(url("reports:feedback", paul_study.pk), {"action": "correct", "corrected_label": ""})
-    assert response.status_code == 400
-    assert "Please choose the label you believe is correct." in response.content.decode()
-    with scopes_disabled():
-        assert not Feedback.objects.exists()
-
-
-@pytest.mark.parametrize(("persona", "status"), [("bob", 404), ("dora", 404), ("paul", 403), ("carol", 403)])
-def test_feedback_is_refused_to_others(client, world, paul_study, paul_diagnosis, persona, status):
-    from apps.diagnosis.models import Feedback
-
-    client.force_login(getattr(world, persona))
-    response = client.post(url("reports:feedback", paul_study.pk), {"action": "confirm"})
-    assert response.status_code == status
-    with scopes_disabled():
-        assert not Feedback.objects.exists()
 
 
 def test_signing_snapshots_the_ai_result_and_the_pdf_shows_it(world, paul_study, paul_diagnosis):

@@ -60,53 +60,40 @@ def test_review_shows_the_unsure_wording_and_no_percentage_for_it(client, world,
     assert "Heatmap colours:" in html and "more influence on the AI label" in html
 
 
-def test_review_feedback_asks_for_the_doctors_read_of_an_unsure_result(client, world, paul_study, unsure_diagnosis):
+def test_the_form_offers_every_class_of_an_unsure_result_and_preselects_none(
+    client, world, paul_study, unsure_diagnosis
+):
     client.force_login(world.alice)
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
-    assert "The AI could not decide between <strong>bacterial and viral pneumonia</strong>. What is your read?" in html
-    assert "The AI suggests" not in html and "I agree with the AI label" not in html
-    assert '<input type="hidden" name="action" value="correct"' in html
-    form = re.search(r'<form[^>]*class="feedback-form".*?</form>', html, re.S).group(0)
-    # Every class can be chosen, the hidden top class included.
+    assert "AI unsure: bacterial and viral pneumonia" in html and "AI suggests" not in html
+    select = re.search(r'<select name="final_label".*?</select>', html, re.S).group(0)
+    # Every class can be chosen, the hidden top class included; nothing is pre-selected.
     for code in ("normal", "bacterial_pneumonia", "viral_pneumonia"):
-        assert f'<option value="{code}">' in form
-    # Nothing is pre-selected as the report's final label.
-    assert "selected>" not in re.search(r'<select name="final_label".*?</select>', html, re.S).group(0).replace(
-        '<option value="" selected>', ""
-    )
+        assert f'<option value="{code}">' in select
+    assert "selected>" not in select.replace('<option value="" selected>', "")
 
 
-def test_an_unsure_read_cannot_be_confirmed_from_the_review(client, world, paul_study, unsure_diagnosis):
+def test_the_doctors_label_on_an_unsure_read_is_recorded_when_signing(client, world, paul_study, unsure_diagnosis):
     from apps.diagnosis.models import Feedback
 
-    client.force_login(world.alice)
-    response = client.post(url("reports:feedback", paul_study.pk), {"action": "confirm", "comment": "Agree."})
-    assert response.status_code == 400
-    response = client.post(url("reports:feedback", paul_study.pk), {"action": "correct", "corrected_label": ""})
-    assert response.status_code == 400
-    assert "Please choose the label you read on the image." in response.content.decode()
+    report = write_report(paul_study, world.alice, final_label="bacterial_pneumonia")
     with scopes_disabled():
-        assert not Feedback.objects.exists()
-
-
-def test_the_doctors_label_on_an_unsure_read_is_recorded(client, world, paul_study, unsure_diagnosis):
-    from apps.diagnosis.models import Feedback
-
-    client.force_login(world.alice)
-    response = client.post(
-        url("reports:feedback", paul_study.pk),
-        {"action": "correct", "corrected_label": "bacterial_pneumonia", "comment": "Lobar consolidation."},
-    )
-    assert response.status_code == 302
-    with scopes_disabled():
+        services.save_draft(
+            report,
+            world.alice,
+            findings="",
+            impression="Bacterial.",
+            final_label="bacterial_pneumonia",
+            ai_comment="Lobar consolidation.",
+        )
+        services.sign_report(report, world.alice)
         [feedback] = Feedback.objects.filter(diagnosis=unsure_diagnosis)
     assert (feedback.action, feedback.corrected_label) == ("correct", "bacterial_pneumonia")
-    assert feedback.doctor == world.alice
+    assert feedback.doctor == world.alice and feedback.comment == "Lobar consolidation."
+    client.force_login(world.alice)
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
     assert "recorded the label <strong>Bacterial pneumonia</strong>" in html
     assert "corrected the AI label" not in html
-    assert "You recorded your label “Bacterial pneumonia”." in html
-    assert '<option value="bacterial_pneumonia" selected>' in html  # the doctor's label, offered for the report
 
 
 def test_signed_report_keeps_the_unsure_wording_in_its_page_and_pdf(client, world, paul_study, unsure_diagnosis):
@@ -146,7 +133,7 @@ def test_review_of_a_confident_read_has_the_scale_and_the_roi_box(client, world,
     client.force_login(world.alice)
     html = client.get(url("reports:review", paul_study.pk)).content.decode()
     assert "more influence on the AI label" in html and '"roi": [8, 16, 40, 48]' in html
-    assert "The AI suggests <strong>Viral pneumonia</strong>. Do you agree?" in html
+    assert "AI suggests: <strong>Viral pneumonia</strong> (70%)" in html
     assert "AI unsure" not in html
 
 

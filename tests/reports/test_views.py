@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from django_scopes import scopes_disabled
@@ -57,6 +59,30 @@ def test_review_screen_without_ai_result_says_so(client, world, paul_study):
     assert 'id="study-result"' in html
 
 
+def _sign_through_the_confirmation(c, study, fields):
+    """Post the form with action=sign, read the confirmation page it leads to, then confirm."""
+    response = c.post(url("reports:review", study.pk), {**fields, "action": "sign"})
+    with scopes_disabled():
+        draft = Report.objects.get(study=study, status=ReportStatus.DRAFT)
+    assert response.status_code == 302 and response["Location"] == url("reports:sign", draft.pk)
+    html = c.get(response["Location"]).content.decode()
+    assert "Confirm and sign" in html
+    assert draft.impression in html  # the doctor sees what they sign
+    token = re.search(r'name="draft" value="([^"]+)"', html).group(1)
+    return c.post(url("reports:sign", draft.pk), {"draft": token})
+
+
+def test_the_final_label_starts_empty_with_the_ai_suggestion_beside_it(client, world, paul_study):
+    from .helpers import make_diagnosis
+
+    make_diagnosis(paul_study)  # the AI suggests viral pneumonia, 70 %
+    html = as_user(client, world.alice).get(url("reports:review", paul_study.pk)).content.decode()
+    select = re.search(r'<select name="final_label".*?</select>', html, re.S).group(0)
+    assert "selected" not in select.replace('value="" selected', "")
+    assert re.search(r'<option value="" selected>Choose your conclusion…</option>', select)
+    assert "AI suggests: <strong>Viral pneumonia</strong> (70%)" in html
+
+
 def test_save_draft_then_sign_through_the_form(client, world, paul_study):
     c = as_user(client, world.alice)
     response = c.post(
@@ -68,22 +94,27 @@ def test_save_draft_then_sign_through_the_form(client, world, paul_study):
         report = Report.objects.get(study=paul_study)
         assert report.status == ReportStatus.DRAFT and report.findings == "Clear lungs."
 
-    # Signing without an impression is refused with a message, and nothing is signed.
+    # Signing without an impression or a label: the draft is saved, nothing is signed, and an error
+    # summary at the top names each field and links to it.
     response = c.post(
         url("reports:review", paul_study.pk),
-        {"findings": "Clear lungs.", "impression": "", "final_label": "normal", "action": "sign"},
+        {"findings": "Clear lungs.", "impression": "", "final_label": "", "action": "sign"},
     )
     assert response.status_code == 400
-    assert "please add an impression" in response.content.decode()
+    html = response.content.decode()
+    summary = re.search(r'<div class="error-summary".*?</div>', html, re.S).group(0)
+    assert 'href="#id_final_label"' in summary and "Final label: choose your conclusion before signing." in summary
+    assert 'href="#id_impression"' in summary and "Impression: write your impression before signing." in summary
+    assert html.index("error-summary") < html.index('id="id_final_label"')
 
-    response = c.post(
-        url("reports:review", paul_study.pk),
+    response = _sign_through_the_confirmation(
+        c,
+        paul_study,
         {
             "findings": "Clear lungs.",
             "impression": "Normal study.",
             "final_label": "__other__",
             "final_label_other": "Healed rib fracture",
-            "action": "sign",
         },
     )
     assert response.status_code == 302
@@ -96,6 +127,7 @@ def test_save_draft_then_sign_through_the_form(client, world, paul_study):
     html = c.get(url("reports:review", paul_study.pk)).content.decode()
     assert "Amend this report" in html and 'name="findings"' not in html
     assert "Healed rib fracture" in html
+    assert f'data-report-pdf="{report.pk}" data-pdf-status="pending"' in html  # live.js swaps in the link
 
     # A forged post cannot change it.
     response = c.post(
@@ -107,35 +139,68 @@ def test_save_draft_then_sign_through_the_form(client, world, paul_study):
         assert Report.objects.get(pk=report.pk).findings == "Clear lungs."
 
 
+def test_signing_needs_the_confirmation_of_the_draft_that_was_shown(client, world, paul_study):
+    c = as_user(client, world.alice)
+    fields = {"findings": "", "impression": "Normal study.", "final_label": "normal"}
+    c.post(url("reports:review", paul_study.pk), {**fields, "action": "sign"})
+    with scopes_disabled():
+        draft = Report.objects.get(study=paul_study)
+    # A post without the token of the draft shown (or after the draft changed) is asked again.
+    for data in ({}, {"draft": "2001-01-01T00:00:00+00:00"}):
+        response = c.post(url("reports:sign", draft.pk), data)
+        assert response.status_code == 409
+        assert "The draft changed after you were asked to confirm it" in response.content.decode()
+    with scopes_disabled():
+        assert Report.objects.get(pk=draft.pk).status == ReportStatus.DRAFT
+
+
+def test_an_incomplete_draft_is_not_offered_for_signature(client, world, paul_study):
+    draft = write_report(paul_study, world.alice, impression="")
+    response = as_user(client, world.alice).get(url("reports:sign", draft.pk))
+    assert response.status_code == 302 and response["Location"] == url("reports:review", paul_study.pk)
+
+
 def test_amend_through_the_form_keeps_version_one_readable(client, world, paul_signed):
     c = as_user(client, world.alice)
-    response = c.post(url("reports:amend", paul_signed.pk))
+    # Without a reason, the amendment is refused and the summary says why.
+    response = c.post(url("reports:amend", paul_signed.pk), {"reason": " "})
+    assert response.status_code == 400
+    assert 'href="#amend_reason"' in response.content.decode()
+    assert "Reason for the amendment: say why this report is being amended." in response.content.decode()
+    response = c.post(url("reports:amend", paul_signed.pk), {"reason": "Consolidation missed."})
     assert response.status_code == 302
     with scopes_disabled():
         v2 = Report.objects.get(supersedes=paul_signed)
     html = c.get(url("reports:review", paul_signed.study_id)).content.decode()
     assert "You are amending version 1" in html and 'name="findings"' in html
+    assert "Consolidation missed." in html  # the reason, editable until signed
 
-    c.post(
-        url("reports:review", paul_signed.study_id),
+    _sign_through_the_confirmation(
+        c,
+        paul_signed.study,
         {
             "findings": "Revised.",
             "impression": "Revised impression.",
             "final_label": "viral_pneumonia",
-            "action": "sign",
+            "amendment_reason": "Consolidation missed on the first read.",
         },
     )
     with scopes_disabled():
         assert Report.objects.get(pk=v2.pk).status == ReportStatus.SIGNED
+        assert Report.objects.get(pk=v2.pk).amendment_reason == "Consolidation missed on the first read."
         assert Report.objects.get(pk=paul_signed.pk).status == ReportStatus.AMENDED
     old = c.get(url("reports:detail", paul_signed.pk))
     assert old.status_code == 200
     assert "Clear lung fields." in old.content.decode() and "replaced by an amendment" in old.content.decode()
+    new = c.get(url("reports:detail", v2.pk)).content.decode()
+    assert "Reason for the amendment" in new and "Consolidation missed on the first read." in new
+    history = c.get(url("reports:timeline", paul_signed.patient_id)).content.decode()
+    assert "Reason for the amendment: Consolidation missed on the first read." in history
 
 
 @pytest.mark.parametrize(("persona", "status"), [("bob", 404), ("dora", 404), ("paul", 403), ("carol", 403)])
 def test_only_the_assigned_doctor_can_amend(client, world, paul_signed, persona, status):
-    response = as_user(client, getattr(world, persona)).post(url("reports:amend", paul_signed.pk))
+    response = as_user(client, getattr(world, persona)).post(url("reports:amend", paul_signed.pk), {"reason": "x"})
     assert response.status_code == status
     with scopes_disabled():
         assert not Report.objects.filter(supersedes=paul_signed).exists()
@@ -226,7 +291,7 @@ def test_superseded_version_points_the_patient_to_the_new_one(client, world, pau
     from apps.reports import services
 
     with scopes_disabled():
-        v2 = services.amend_report(paul_signed, world.alice)
+        v2 = services.amend_report(paul_signed, world.alice, reason="Typo in the findings.")
         services.save_draft(v2, world.alice, findings="Updated.", impression="Updated.", final_label="normal")
         # Before the amendment is signed, the patient sees only version 1, and no warning.
         assert not Report.objects.filter(pk=v2.pk, status=ReportStatus.SIGNED).exists()
@@ -245,7 +310,7 @@ def test_timeline_lists_studies_and_reports(client, world, paul_signed):
     from apps.reports import services
 
     with scopes_disabled():
-        services.amend_report(paul_signed, world.alice)
+        services.amend_report(paul_signed, world.alice, reason="Typo in the findings.")
     for user in (world.alice, world.carol):
         response = as_user(client, user).get(url("reports:timeline", world.paul_record.pk))
         assert response.status_code == 200

@@ -2,7 +2,7 @@
 and the history timeline.
 
 Who gets what (hospital A, Paul's records):
-* Alice (assigned doctor): review, feedback, amend, report pages, PDF, timeline.
+* Alice (assigned doctor): review, sign, amend, report pages, PDF, timeline.
 * Carol (hospital admin): report pages, PDF, timeline; not the review screen or its forms (403).
 * Paul (patient user): his own signed reports in the portal and their PDFs; never drafts, never
   another patient's report (404), never staff pages (403).
@@ -66,6 +66,22 @@ def _report_form(w: Any) -> dict[str, Any]:
     return {"findings": "Clear lungs.", "impression": "Normal.", "final_label": "normal", "action": "save"}
 
 
+def _confirmed_draft(w: Any) -> dict[str, Any]:
+    """The draft token of the newest draft (the one ``_draft`` just made), as the confirmation
+    page sends it."""
+    from django_scopes import scopes_disabled
+
+    from apps.reports.models import Report
+    from apps.reports.views import draft_token
+
+    with scopes_disabled():
+        return {"draft": draft_token(Report.objects.filter(status="draft").latest("pk"))}
+
+
+def _check_asks_identity(response: Any, w: Any) -> None:
+    assert response["Location"].startswith("/accounts/confirm/")
+
+
 def _check_pdf(response: Any, w: Any) -> None:
     assert response["Content-Type"] == "application/pdf" and response.content.startswith(b"%PDF")
 
@@ -80,20 +96,27 @@ ROUTES = [
     # POST the same page: save the report draft (then redirect back).
     Route("reports:review", method="POST", kwargs=_study, data=_report_form, owner=("alice", 302)),
     Route("reports:review", label="admin", kwargs=_study, owner=("carol", 403)),
-    # POST /h/st-mary/studies/<study_pk>/review/feedback/ — confirm or correct the AI label.
+    # POST the same page with action=sign: the draft is saved, then on to the signature page.
     Route(
-        "reports:feedback",
+        "reports:review",
+        label="sign",
         method="POST",
         kwargs=_study_with_ai_read,
-        data=lambda w: {"action": "confirm", "comment": "Agree."},
+        data=lambda w: {**_report_form(w), "action": "sign"},
         owner=("alice", 302),
     ),
+    # GET/POST /h/st-mary/reports/<pk>/sign/ — confirm and sign the draft (after re-authenticating:
+    # without it, both redirect to the confirmation of identity).
+    Route("reports:sign", kwargs=_draft, owner=("alice", 302), check=_check_asks_identity),
+    Route("reports:sign", method="POST", kwargs=_draft, data=_confirmed_draft, owner=("alice", 302)),
     # GET /h/st-mary/reports/<pk>/ — one version of a report, read-only (staff).
     Route("reports:detail", kwargs=_signed),
     Route("reports:detail", label="admin", kwargs=_signed, owner=("carol", 200)),
     Route("reports:detail", label="draft", kwargs=_draft),
     # POST /h/st-mary/reports/<pk>/amend/ — start version n+1.
-    Route("reports:amend", method="POST", kwargs=_signed, data=lambda w: {}, owner=("alice", 302)),
+    Route(
+        "reports:amend", method="POST", kwargs=_signed, data=lambda w: {"reason": "Wrong side."}, owner=("alice", 302)
+    ),
     # GET /h/st-mary/reports/<pk>/pdf/ — download: the patient, his doctors, the admins.
     Route("reports:pdf", kwargs=_signed_pdf, patient=200, owner=("alice", 200), check=_check_pdf),
     Route("reports:pdf", label="patient", kwargs=_signed_pdf, patient=200, owner=("paul", 200), check=_check_pdf),

@@ -1,0 +1,47 @@
+"""Form conventions shared by every app's forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.forms.utils import ErrorList
+
+
+class NamedErrorsMixin:
+    """Every field error names its field: "Impression: this field is required." rather than
+    Django's bare "This field is required.", so the error summary at the top of a page
+    (templates/_error_summary.html) and a screen reader say which field each message is about.
+    A message that already starts with the field's label is kept as it is."""
+
+    def full_clean(self) -> None:
+        super().full_clean()  # type: ignore[misc]
+        errors = self._errors  # type: ignore[attr-defined]
+        if not errors:
+            return
+        for name in list(errors):
+            field = self.fields.get(name)  # type: ignore[attr-defined]
+            if field is None:  # non-field errors
+                continue
+            label = str(field.label or name.replace("_", " ").capitalize())
+            errors[name] = ErrorList([_named(label, str(message)) for message in errors[name]])
+
+
+def _named(label: str, message: str) -> str:
+    if message.lower().startswith(label.lower()):
+        return message
+    return f"{label}: {message[:1].lower()}{message[1:]}"
+
+
+def error_items(*forms: Any) -> list[dict[str, str]]:
+    """The errors of ``forms`` for the error summary: {"message", "target"} with the id of the
+    field (or "" for a form-wide error), in the order of the fields."""
+    items = []
+    for form in forms:
+        if form is None or not form.errors:
+            continue
+        for message in form.non_field_errors():
+            items.append({"message": message, "target": ""})
+        for field in form:
+            for message in field.errors:
+                items.append({"message": message, "target": field.id_for_label or ""})
+    return items
