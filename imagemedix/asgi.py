@@ -6,11 +6,16 @@ checks hospital membership in connect() and re-validates access on every frame a
 """
 
 import os
+import tempfile
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagemedix.settings")
 django_asgi_app = get_asgi_application()
+# Request bodies the server spools to disk (Twisted under daphne does from 100 KB) go to the
+# owner-only PRIVATE_TEMP_DIR in var/, not to the shared system temporary directory.
+tempfile.tempdir = str(settings.PRIVATE_TEMP_DIR)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

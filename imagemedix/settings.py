@@ -15,17 +15,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("IMAGEMEDIX_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# var/ holds the embedded database, the encrypted media, the dev secrets and keys: owner only,
+# also when it already existed with looser permissions.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+VAR_DIR.chmod(0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (if missing) readable and writable by the owner only, or tighten it."""
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    path.chmod(0o600)
+
 
 env = environ.Env()
 
@@ -39,8 +51,8 @@ def _dev_secret(name: str, nbytes: int) -> str:
     """
     path = VAR_DIR / name
     if not path.exists():
+        _private_file(path)
         path.write_text(base64.b64encode(secrets.token_bytes(nbytes)).decode())
-        path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -65,6 +77,7 @@ INSTALLED_APPS = [
     "knox",  # API tokens: hashed, expiring (model accounts.ApiToken)
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
+    "csp",
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",  # the authenticator app (TOTP)
@@ -81,6 +94,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Content-Security-Policy (django-csp, plus this site's WebSocket origin) and Permissions-Policy.
+    "imagemedix.headers.ContentSecurityPolicyMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,6 +143,20 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # backend fork and a TLS handshake); the health check replaces one the server or a proxy closed.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Embedded mode. IMMEDIATE takes the write lock when a transaction begins, so two requests
+    # that both read then write (sign and amend at once) queue for up to SQLITE_BUSY_TIMEOUT
+    # seconds instead of one failing with "database is locked" (SQLite cannot wait when a DEFERRED
+    # reader tries to become a writer). WAL lets pages read while someone writes.
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+    }
+    if DATABASES["default"]["NAME"] != ":memory:":
+        # SQLite creates its -wal and -shm files with the database file's permissions: owner only.
+        _private_file(Path(DATABASES["default"]["NAME"]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth ---------------------------------------------------------------------------------
@@ -195,6 +225,58 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy: only this site's own files run or style pages. No inline scripts or
+# event handlers anywhere (templates load static/js/*.js); no <style> elements. Inline style
+# *attributes* stay allowed (style-src-attr) for the few computed sizes the templates write
+# (probability bar widths, the region-of-interest box): they carry escaped numbers, cannot hold
+# selectors (so no CSS-based data exfiltration) and load nothing (img-src still applies).
+# connect-src also names the request's own ws(s):// origin (imagemedix/headers.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-elem": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "manifest-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    },
+}
+# Permissions-Policy (django-permissions-policy): no page of the portal uses these features, so no
+# page (nor anything injected into one) may ask for them. Fullscreen stays available to the
+# portal itself, for image viewing.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "ambient-light-sensor",
+        "autoplay",
+        "bluetooth",
+        "browsing-topics",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "idle-detection",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "screen-wake-lock",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+} | {"fullscreen": ["self"]}
 
 # --- I18N ---------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -281,8 +363,25 @@ FHIR_ENDPOINTS = env.json("FHIR_ENDPOINTS", default={})
 FHIR_EXPORT_TIMEOUT = env.float("FHIR_EXPORT_TIMEOUT", default=20.0)
 FHIR_EXPORT_MAX_RETRIES = env.int("FHIR_EXPORT_MAX_RETRIES", default=8)
 FHIR_EXPORT_RETRY_SECONDS = env.int("FHIR_EXPORT_RETRY_SECONDS", default=30)  # doubles with each retry
+# Width × height × channels × bytes per sample (× frames), read from the header before decoding.
+# The default lets a 16-bit greyscale image at the pixel limit through and refuses, say, a 308 KB
+# PNG that claims 6300×6300 RGBA at 16 bits (303 MB decoded).
+UPLOAD_MAX_DECODED_BYTES = env.int("UPLOAD_MAX_DECODED_BYTES", default=2 * UPLOAD_MAX_PIXELS)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Uploaded files stay in memory, up to the size cap, and are never spooled in plaintext to a
+# temporary file (imagemedix/uploads.py): nothing of an image touches the disk before it is
+# validated and stored encrypted. A bigger file keeps only its size, and is refused for it.
+FILE_UPLOAD_HANDLERS = ["imagemedix.uploads.CappedMemoryUploadHandler"]
+# Under ASGI, Django buffers each request body in a SpooledTemporaryFile of this size: an upload
+# up to the cap (plus the form around it) stays in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+# What the web server process still writes to temporary files (daphne's Twisted buffers request
+# bodies of 100 KB and more in an unnamed temporary file before the application sees them) goes
+# here, owner-only inside var/, instead of the shared system temporary directory (imagemedix/asgi.py).
+PRIVATE_TEMP_DIR = Path(env.str("IMAGEMEDIX_TEMP_DIR", default=str(VAR_DIR / "tmp")))
+PRIVATE_TEMP_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+PRIVATE_TEMP_DIR.chmod(0o700)
 
 # --- Redis, Celery, Channels --------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -381,6 +480,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Swagger UI would fetch a badge from validator.swagger.io (blocked by the CSP, and a leak).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- Diagnosis ----------------------------------------------------------------------------

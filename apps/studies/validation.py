@@ -2,13 +2,15 @@
 before anything is stored.
 
 * Magic bytes decide the format (PNG, JPEG, DICOM); the file name's extension is ignored.
-* PNG/JPEG: Pillow with a format allow-list, a pixel-count limit against decompression bombs
-  (checked from the header, before decoding), then a full decode that catches truncation.
+* PNG/JPEG: Pillow with a format allow-list, a pixel-count limit and a decoded-bytes limit
+  (width × height × channels × bytes per sample, from the header, before decoding) against
+  decompression bombs, then a full decode that catches truncation.
 * DICOM: "DICM" at offset 128 is required; the 128-byte preamble must be empty or plain
   padding (a preamble carrying an executable — PE/ELF/Mach-O/script — is refused); the header is
   read with ``stop_before_pixels``; the transfer syntax must be on an allow-list; rows×columns×
-  frames is capped; rescale slope/intercept and window centre/width must be finite, plausible
-  numbers (a NaN there turns every pixel into NaN downstream); the pixel data must be present and
+  frames and the decoded size (× samples × bytes per sample) are capped before any pixel is read;
+  rescale slope/intercept and window centre/width must be finite, plausible numbers (a NaN there
+  turns every pixel into NaN downstream); the pixel data must be present and
   of the declared size.
 
 Every refusal raises ``UploadRejected`` whose message is written for the clinician.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -116,6 +119,37 @@ def validate_upload(uploaded_file) -> ValidatedUpload:  # noqa: ANN001
     return validate_image_bytes(read_upload(uploaded_file))
 
 
+#: Samples per pixel of each PNG colour type (PNG spec, IHDR): grey, RGB, palette, grey+alpha, RGBA.
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_header(data: bytes) -> tuple[int, int]:
+    """(channels, bits per sample) from the PNG's IHDR chunk, which the format puts first."""
+    if len(data) < 26 or data[12:16] != b"IHDR":
+        raise UploadRejected("The PNG file is damaged or incomplete and cannot be read (no image header).")
+    bit_depth, colour_type = struct.unpack(">BB", data[24:26])
+    if colour_type not in PNG_CHANNELS or bit_depth not in (1, 2, 4, 8, 16):
+        raise UploadRejected("The PNG file is damaged or incomplete and cannot be read (invalid image header).")
+    return PNG_CHANNELS[colour_type], bit_depth
+
+
+def check_decoded_size(width: int, height: int, channels: int, bits: int, frames: int = 1) -> None:
+    """Refuse an image whose decoded pixels would exceed ``UPLOAD_MAX_DECODED_BYTES``, before
+    decoding it. A small compressed file can claim a huge image: a 308 KB PNG of 6300×6300 RGBA at
+    16 bits decodes to 303 MB and took 11 s and 1 GB of memory before this check."""
+    limit = settings.UPLOAD_MAX_DECODED_BYTES
+    decoded = width * height * frames * channels * max(1, bits // 8)
+    if decoded > limit:
+        colour = {1: "greyscale", 2: "greyscale with transparency", 3: "colour", 4: "colour with transparency"}
+        raise UploadRejected(
+            f"The image is too large to process: {width}×{height} pixels"
+            + (f" × {frames} frames" if frames > 1 else "")
+            + f", {colour.get(channels, f'{channels} channels')} at {bits} bits, would take "
+            f"{_size(decoded)} of memory once decoded (the limit is {_size(limit)}). "
+            "Please export it at a lower resolution, in greyscale or at 8 bits."
+        )
+
+
 def _validate_raster(data: bytes, fmt: str) -> ValidatedUpload:
     allowed = ["PNG"] if fmt == "png" else ["JPEG"]
     max_pixels = settings.UPLOAD_MAX_PIXELS
@@ -128,6 +162,10 @@ def _validate_raster(data: bytes, fmt: str) -> ValidatedUpload:
                     raise UploadRejected(
                         f"The image is {width}×{height} pixels, above the {max_pixels // 1_000_000} megapixel limit."
                     )
+                # Pillow's mode understates 16-bit colour PNGs (it reads them as 8-bit RGB(A) after
+                # decoding the 16-bit data), so PNG sizes come from the IHDR chunk itself.
+                channels, bits = _png_header(data) if fmt == "png" else (len(probe.getbands()), 8)
+                check_decoded_size(width, height, channels, bits)
                 n_frames = getattr(probe, "n_frames", 1)
                 if n_frames > 1:
                     raise UploadRejected("Animated images are not accepted. " + UNSUPPORTED_HINT)
@@ -183,6 +221,7 @@ def _validate_dicom(data: bytes) -> ValidatedUpload:
         raise UploadRejected(f"The DICOM image is {cols}×{rows}×{frames} pixels, above the processing limit.")
     if bits not in (8, 16) or samples not in (1, 3):
         raise UploadRejected("Only 8- or 16-bit greyscale or RGB DICOM images are supported.")
+    check_decoded_size(cols, rows, samples, bits, frames)
     _check_grey_level_values(ds)
 
     try:
@@ -258,13 +297,15 @@ def _strict_decoding() -> Iterator[None]:
 
 
 def _too_large(max_bytes: int) -> str:
-    if max_bytes >= 1024 * 1024:
-        limit = f"{max_bytes / (1024 * 1024):.0f} MB"
-    elif max_bytes >= 1024:
-        limit = f"{max_bytes / 1024:.0f} KB"
-    else:
-        limit = f"{max_bytes} bytes"
-    return f"The file is larger than the {limit} limit."
+    return f"The file is larger than the {_size(max_bytes)} limit."
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.0f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n} bytes"
 
 
 def _short(exc: BaseException) -> str:

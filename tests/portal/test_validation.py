@@ -36,6 +36,17 @@ def png_bomb(side: int = 20000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
+def png_claiming_rgba16(side: int = 6300, rows_present: int = 2) -> bytes:
+    """Attack finding 8: a tiny PNG whose header claims side×side RGBA at 16 bits per sample
+    (6300×6300: 39.7 megapixels, under the pixel limit, but 303 MB once decoded). Only the first
+    ``rows_present`` rows are in the file, so decoding it would fail as truncated: a "too large"
+    refusal proves the size was judged from the header, before any decoding."""
+    row = b"\x00" * (1 + side * 8)  # filter byte + 4 samples × 2 bytes per pixel
+    idat = zlib.compress(row * rows_present, 9)
+    header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
 def tiff_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((32, 32), 128, dtype="uint8"), "L").save(buf, format="TIFF")
@@ -82,6 +93,7 @@ BAD_FILES = {
     "truncated_png": (lambda: _truncate(png_bytes((256, 256))), "scan.png", "damaged or incomplete"),
     "truncated_jpeg": (lambda: _truncate(jpeg_bytes((256, 256))), "scan.jpg", "damaged or incomplete"),
     "decompression_bomb": (png_bomb, "bomb.png", "too large"),
+    "png_claiming_rgba16": (png_claiming_rgba16, "small.png", "too large to process"),
     "tiff_renamed_png": (tiff_bytes, "xray.png", "not a PNG, JPEG or DICOM"),
     "dicom_exe_preamble": (dicom_with_exe_preamble, "image.dcm", "preamble"),
     "zero_bytes": (lambda: b"", "empty.png", "empty"),
@@ -144,6 +156,25 @@ def test_pixel_limit_follows_the_setting(settings):
     settings.UPLOAD_MAX_PIXELS = 50 * 50
     assert "megapixel" in _refusal(png_bytes((64, 64))) or "limit" in _refusal(png_bytes((64, 64)))
     assert "limit" in _refusal(dicom_bytes(rows=64, cols=64))
+
+
+def test_decoded_size_is_judged_from_the_header_before_decoding():
+    data = png_claiming_rgba16()
+    assert len(data) < 2048
+    message = _refusal(data)
+    assert "6300×6300 pixels, colour with transparency at 16 bits" in message
+    assert "303 MB of memory once decoded (the limit is 76 MB)" in message
+    assert "lower resolution, in greyscale or at 8 bits" in message
+
+
+def test_decoded_size_limit_follows_the_setting(settings):
+    """8-bit greyscale 64×64 is 4 KB decoded and 16-bit is 8 KB: a 6 KB limit takes the first only,
+    whatever the format (DICOM multiplies frames, samples and bytes per sample the same way)."""
+    settings.UPLOAD_MAX_DECODED_BYTES = 6 * 1024
+    assert validate_image_bytes(png_bytes((64, 64))).width == 64
+    assert validate_image_bytes(dicom_bytes(bits=8, rows=64, cols=64)).width == 64
+    assert "8 KB of memory once decoded (the limit is 6 KB)" in _refusal(dicom_bytes(bits=16, rows=64, cols=64))
+    assert "too large to process" in _refusal(png_claiming_rgba16(side=64))
 
 
 def test_extension_does_not_decide_the_format():
