@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpResponse
@@ -35,7 +36,7 @@ from apps.diagnosis.services import diagnoses_prefetch
 from . import access, services
 from .downloads import serve_encrypted
 from .models import Patient, Study, StudyStatus
-from .params import parse_id
+from .params import MAX_ID_DIGITS, parse_id
 from .serializers import (
     ErrorSerializer,
     PatientCreateSerializer,
@@ -53,6 +54,8 @@ THROTTLED = OpenApiResponse(
     description="Too many writes (API_WRITE_RATE) or uploads (UPLOAD_RATE) in a short time; the Retry-After "
     "header says when to try again."
 )
+#: An id as ``params.parse_id`` accepts it: 1 to 18 digits.
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 10**MAX_ID_DIGITS - 1}
 SLUG = OpenApiParameter("hospital_slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The hospital.")
 
 
@@ -157,10 +160,14 @@ class PatientDetail(ClinicalAPIView, generics.RetrieveAPIView):
 
 
 def _filter_studies(qs: QuerySet[Study], params: Any) -> QuerySet[Study]:
+    """Only the studies of ``?status=``, if given; a status that does not exist is a 400, not an
+    unfiltered list that looks like an answer."""
     wanted = params.get("status")
-    if wanted in StudyStatus.values:
-        qs = qs.filter(status=wanted)
-    return qs
+    if wanted is None:
+        return qs
+    if wanted not in StudyStatus.values:
+        raise DjangoValidationError(f"The status filter must be one of: {', '.join(StudyStatus.values)}.")
+    return qs.filter(status=wanted)
 
 
 STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=StudyStatus.values, description="Only this status.")
@@ -171,7 +178,7 @@ STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=StudyStatus.val
     tags=["Patients"],
     description="The studies of one patient, newest first.",
     parameters=[SLUG, STATUS_PARAM],
-    responses={200: StudySerializer(many=True), 403: FORBIDDEN, 404: NOT_FOUND},
+    responses={200: StudySerializer(many=True), 400: ErrorSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
 )
 class PatientStudyList(ClinicalAPIView, generics.ListAPIView):
     serializer_class = StudySerializer
@@ -203,9 +210,9 @@ class PatientStudyList(ClinicalAPIView, generics.ListAPIView):
         parameters=[
             SLUG,
             STATUS_PARAM,
-            OpenApiParameter("patient", OpenApiTypes.INT, description="Only this patient's studies."),
+            OpenApiParameter("patient", ID_SCHEMA, description="Only this patient's studies."),
         ],
-        responses={200: StudySerializer(many=True), 403: FORBIDDEN, 404: NOT_FOUND},
+        responses={200: StudySerializer(many=True), 400: ErrorSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
     ),
     post=extend_schema(
         summary="Upload a study",
@@ -277,7 +284,7 @@ class StudyDetail(ClinicalAPIView, generics.RetrieveAPIView):
     description="The uploaded file as it was received (decrypted and checked against its SHA-256).",
     parameters=[SLUG],
     responses={
-        (200, "application/octet-stream"): OpenApiTypes.BINARY,
+        **{(200, content_type): OpenApiTypes.BINARY for content_type in CONTENT_TYPES.values()},
         403: FORBIDDEN,
         404: NOT_FOUND,
         409: ErrorSerializer,
@@ -288,13 +295,13 @@ class StudyImage(ClinicalAPIView):
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         study = access.get_study(self.tenant, self.kwargs["pk"])
-        suffix = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}.get(study.source_format, "bin")
+        suffix = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}[study.source_format]
         return serve_encrypted(
             request,
             stored_name=study.file_name,
             stored_sha256=study.file_sha256,
             what="image",
-            content_type=CONTENT_TYPES.get(study.source_format, "application/octet-stream"),
+            content_type=CONTENT_TYPES[study.source_format],
             filename=f"study-{study.pk}.{suffix}",
             inline=False,
             hospital=self.tenant.hospital,

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from apps.diagnosis.services import diagnosis_summary, newest_diagnosis
 
 from .models import Patient, Sex, Study
+from .params import MAX_ID_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class StudyUploadSerializer(serializers.Serializer):
     """Multipart body of ``POST studies/``: the image file and the patient it belongs to (an id
     from your caseload). PNG, JPEG or DICOM, decided by the file's content."""
 
-    patient = serializers.IntegerField(help_text="Id of a patient in your caseload.")
+    patient = serializers.IntegerField(
+        min_value=1, max_value=10**MAX_ID_DIGITS - 1, help_text="Id of a patient in your caseload."
+    )
     file = serializers.FileField(help_text="PNG, JPEG or DICOM image, up to the upload size limit.")
 
 
