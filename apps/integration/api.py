@@ -25,7 +25,8 @@ class ReportFhir(TenantAPIMixin, APIView):
 
     @extend_schema(
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle (collection)"),
+            (200, FHIR_MEDIA_TYPE): OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle (collection)"),
+            404: OpenApiResponse(description="No such report here, or you may not read it (the same answer)."),
             409: OpenApiResponse(description="The report is a draft"),
         }
     )

@@ -33,6 +33,21 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application()).
 )
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_test_connection():
+    """Calls go through the real WSGI application, which closes the database connection after
+    each request; that would close the test's own transaction. Django's test client switches the
+    same signal handler off for its requests."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def alice_token(world) -> str:
     return tokens.create(world.alice, name="schemathesis")[1]
