@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 REALM = 'Bearer realm="ImageMedix DICOMweb", Basic realm="ImageMedix DICOMweb"'
 QIDO_DEFAULT_LIMIT = 100
 QIDO_MAX_LIMIT = 1000
+#: Far beyond any hospital's instance count, and well inside PostgreSQL's OFFSET (a bigint).
+QIDO_MAX_OFFSET = 10**9
 
 
 class Denied(Exception):
@@ -148,7 +150,7 @@ def studies(request: HttpRequest, caller: Caller) -> HttpResponse:
 def _store(request: HttpRequest, caller: Caller) -> HttpResponse:
     limit = settings.DICOMWEB_MAX_REQUEST_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
-    if not declared.isdigit():
+    if not _is_number(declared):
         return error(400, "The Content-Length is not a number.")
     if int(declared) > limit:
         return error(413, f"The request is larger than the {limit // (1024 * 1024)} MB this server accepts.")
@@ -267,17 +269,26 @@ INSTANCE_KEYS = {
 IGNORED_KEYS = {"includefield", "fuzzymatching"}
 
 
+def _is_number(value: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '²' and other digits ``int()`` refuses."""
+    return value.isascii() and value.isdigit()
+
+
 def _query(request: HttpRequest, instances: QuerySet[DicomInstance], keys: dict[str, tuple[str, str]]):
     """Apply the QIDO-RS query parameters; returns (queryset, limit, offset) or raises Denied(400)."""
     by_tag = {tag: keyword for keyword, (tag, _) in keys.items()}
     limit, offset = QIDO_DEFAULT_LIMIT, 0
     for name, values in request.GET.lists():
         value = values[-1].strip()
+        if "\x00" in value:
+            raise Denied(400, f"{name} contains a NUL character.")
         if name in ("limit", "offset"):
-            if not value.isdigit():
+            if not _is_number(value):
                 raise Denied(400, f"{name} must be a whole number.")
             if name == "limit":
                 limit = min(int(value), QIDO_MAX_LIMIT)
+            elif int(value) > QIDO_MAX_OFFSET:
+                raise Denied(400, f"offset must be at most {QIDO_MAX_OFFSET}.")
             else:
                 offset = int(value)
             continue

@@ -1,0 +1,50 @@
+"""Bad input to the DICOMweb routes gets a clear 4xx, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import bearer
+from .helpers import chest_xray_dicom
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%C2%B2",  # '²' is a digit to str.isdigit() but not to int()
+        "offset=%C2%B2",
+        "offset=99999999999999999999999",  # past PostgreSQL's bigint OFFSET
+        "PatientID=A%00B",  # PostgreSQL refuses NUL in a string
+        "StudyDate=2024%00-",
+        "SOPInstanceUID=1%00,2",
+    ],
+)
+def test_qido_refuses_values_it_cannot_search_by_with_400(world, pacs, stow, client, query):
+    assert stow([chest_xray_dicom(patient_id="A-0001")], auth=bearer(pacs.a)).status_code == 200
+    for level in ("studies", "instances"):
+        response = client.get(f"/dicomweb/h/{world.a.slug}/{level}?{query}", **bearer(pacs.a))
+        assert response.status_code == 400, (level, response.content[:300])
+        assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("limit=99999999999999999999999", 1),  # capped at the maximum
+        ("AccessionNumber=" + "x" * 5000, 0),
+        ("00100020=%E2%9C%93", 0),
+        ("00100020=A-0001", 1),
+    ],
+)
+def test_qido_odd_but_harmless_values_are_searched(world, pacs, stow, client, query, found):
+    assert stow([chest_xray_dicom(patient_id="A-0001")], auth=bearer(pacs.a)).status_code == 200
+    for level in ("studies", "instances"):
+        response = client.get(f"/dicomweb/h/{world.a.slug}/{level}?{query}", **bearer(pacs.a))
+        assert response.status_code == 200, (level, response.content[:300])
+        assert len(response.json()) == found
+
+
+def test_stow_with_a_content_length_of_other_digits_is_400(world, pacs, stow):
+    response = stow([chest_xray_dicom()], auth={**bearer(pacs.a), "CONTENT_LENGTH": "\u00b2"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "The Content-Length is not a number."
