@@ -140,7 +140,7 @@ def dicomweb_endpoint(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
 def studies(request: HttpRequest, caller: Caller) -> HttpResponse:
     if request.method == "POST":
         return _store(request, caller)
-    if request.method in ("GET", "HEAD"):
+    if request.method in READ_METHODS:
         return _search_studies(request, caller)
     response = error(405, "Use GET (search) or POST (store).")
     response["Allow"] = "GET, HEAD, POST"
@@ -311,6 +311,15 @@ def _query(request: HttpRequest, instances: QuerySet[DicomInstance], keys: dict[
     return instances, limit, offset
 
 
+READ_METHODS = ("GET", "HEAD")
+
+
+def _only_get() -> JsonResponse:
+    response = error(405, "Use GET.")
+    response["Allow"] = "GET, HEAD"
+    return response
+
+
 def _qido_response(results: list[dict[str, Any]]) -> JsonResponse:
     return JsonResponse(results, safe=False, content_type=DICOM_JSON_MEDIA_TYPE)
 
@@ -381,8 +390,8 @@ def _search_studies(request: HttpRequest, caller: Caller) -> HttpResponse:
 
 @dicomweb_endpoint
 def instances(request: HttpRequest, caller: Caller, study: str | None = None) -> HttpResponse:
-    if request.method not in ("GET", "HEAD"):
-        return error(405, "Use GET.")
+    if request.method not in READ_METHODS:
+        return _only_get()
     found = visible_instances(caller)
     if study is not None:
         found = found.filter(dicom_study__study_instance_uid=study)
@@ -482,6 +491,8 @@ def _retrieve(request: HttpRequest, caller: Caller, found: list[DicomInstance], 
 
 @dicomweb_endpoint
 def study(request: HttpRequest, caller: Caller, study: str) -> HttpResponse:
+    if request.method not in READ_METHODS:
+        return _only_get()
     found = list(
         visible_instances(caller)
         .filter(dicom_study__study_instance_uid=study)
@@ -505,11 +516,15 @@ def _instance(caller: Caller, study: str, series: str, instance: str) -> DicomIn
 
 @dicomweb_endpoint
 def instance(request: HttpRequest, caller: Caller, study: str, series: str, instance: str) -> HttpResponse:
+    if request.method not in READ_METHODS:
+        return _only_get()
     return _retrieve(request, caller, [_instance(caller, study, series, instance)], f"instance {instance}")
 
 
 @dicomweb_endpoint
 def rendered(request: HttpRequest, caller: Caller, study: str, series: str, instance: str) -> HttpResponse:
+    if request.method not in READ_METHODS:
+        return _only_get()
     found = _instance(caller, study, series, instance)
     media_type = request.get_preferred_type(["image/png", "image/jpeg"])
     if media_type is None:

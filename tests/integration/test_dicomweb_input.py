@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import bearer
-from .helpers import chest_xray_dicom
+from .helpers import chest_xray_dicom, uids
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,20 @@ def test_stow_with_a_content_length_of_other_digits_is_400(world, pacs, stow):
     response = stow([chest_xray_dicom()], auth={**bearer(pacs.a), "CONTENT_LENGTH": "\u00b2"})
     assert response.status_code == 400
     assert response.json()["error"] == "The Content-Length is not a number."
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_retrieve_and_search_routes_answer_only_get(world, pacs, stow, client, method):
+    data = chest_xray_dicom(patient_id="A-0001")
+    assert stow([data], auth=bearer(pacs.a)).status_code == 200
+    study, series, instance = uids(data)
+    base = f"/dicomweb/h/{world.a.slug}/studies/{study}"
+    for path in (
+        base,
+        f"{base}/instances",
+        f"{base}/series/{series}/instances/{instance}",
+        f"{base}/series/{series}/instances/{instance}/rendered",
+    ):
+        response = getattr(client, method)(path, **bearer(pacs.a))
+        assert response.status_code == 405, (path, response.status_code)
+        assert response["Allow"] == "GET, HEAD"
