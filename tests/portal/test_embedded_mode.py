@@ -187,7 +187,7 @@ def sign(pk, doctor):
     return lambda: services.sign_report(fetch(pk), doctor).status
 
 def amend(pk, doctor):
-    return lambda: services.amend_report(fetch(pk), doctor).pk
+    return lambda: services.amend_report(fetch(pk), doctor, reason="Clearer wording.").pk
 
 def race():
     # Two doctors sign each draft at the same moment: one signs, the other is told it is signed.
