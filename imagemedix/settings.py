@@ -395,7 +395,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Workers consume this queue and tasks are sent to it; deployments (or test runs) sharing one Redis
 # keep apart by using different names.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="default")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Time limits of one AI read (seconds); the hard limit is also every other task's default, so that
+# no task outlives the broker's visibility timeout below.
+DIAGNOSIS_SOFT_TIME_LIMIT = env.int("DIAGNOSIS_SOFT_TIME_LIMIT", default=120)
+DIAGNOSIS_TIME_LIMIT = env.int("DIAGNOSIS_TIME_LIMIT", default=180)
+CELERY_TASK_TIME_LIMIT = DIAGNOSIS_TIME_LIMIT
+# Redis redelivers a message a worker took but did not acknowledge (acks_late: the task did not end,
+# e.g. the worker was killed) once this many seconds have passed. It must exceed the longest a task
+# may run (the hard time limit) or a running task is delivered a second time, and the longest retry
+# countdown (diagnose_study: 120 s); beyond that, a longer timeout only delays recovery. Hence the
+# hard limit plus one minute (240 s by default).
+CELERY_VISIBILITY_TIMEOUT = DIAGNOSIS_TIME_LIMIT + 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# A study in "processing" is leased to the worker reading it for this many seconds; the worker renews
+# the lease every third of it while it works. A lease that runs out means the worker died: the
+# watchdog (apps/diagnosis/watchdog.py) sends the read again.
+DIAGNOSIS_LEASE_SECONDS = env.int("DIAGNOSIS_LEASE_SECONDS", default=60)
+# How often the watchdog runs (beat), re-sending expired leases and queued studies whose message is
+# in no queue (a broker that was down at upload, or lost its data).
+DIAGNOSIS_WATCHDOG_SECONDS = env.int("DIAGNOSIS_WATCHDOG_SECONDS", default=30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -411,7 +429,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "diagnosis.check_drift",
         "schedule": crontab(hour=2, minute=30),
     },
+    # Nothing waits forever: re-send reads whose worker died or whose message was lost. A run that
+    # waited past the next one is dropped (expires) rather than piling up behind a backlog.
+    "diagnosis-resend-stalled-reads": {
+        "task": "diagnosis.resend_stalled_reads",
+        "schedule": DIAGNOSIS_WATCHDOG_SECONDS,
+        "options": {"expires": DIAGNOSIS_WATCHDOG_SECONDS},
+    },
 }
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # redis-py's default 5 s socket timeout races channels-redis's 5 s blocking pop (BZPOPMIN): an idle
 # WebSocket's receive loop then dies with "Timeout reading from redis" and daphne closes it (1011).
@@ -495,8 +521,6 @@ if INFERENCE_BACKEND not in {"auto", "onnxruntime", "torchscript", "eager"}:
         f"INFERENCE_BACKEND must be auto, onnxruntime, torchscript or eager, not {INFERENCE_BACKEND!r}."
     )
 MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(VAR_DIR / "model-cache")))
-DIAGNOSIS_SOFT_TIME_LIMIT = env.int("DIAGNOSIS_SOFT_TIME_LIMIT", default=120)
-DIAGNOSIS_TIME_LIMIT = env.int("DIAGNOSIS_TIME_LIMIT", default=180)
 
 # --- Logging ------------------------------------------------------------------------------
 LOGGING = {

@@ -90,11 +90,20 @@ def dedicated_broker(redis_url: str, purpose: str, *, clear: bool = True) -> Ite
 
 @contextmanager
 def celery_worker(
-    name: str, broker: Broker, key_id: str, key_b64: str, tmp_path: Path, **extra_env: str
+    name: str,
+    broker: Broker,
+    key_id: str,
+    key_b64: str,
+    tmp_path: Path,
+    *,
+    beat: bool = False,
+    app: str = "imagemedix",
+    **extra_env: str,
 ) -> Iterator[tuple[subprocess.Popen, Path]]:
     """Start ``celery worker`` (solo pool) on ``broker``'s queue only, sharing the test's database,
-    media folder and key; yields the process and its log file, and stops it afterwards."""
-    log_path = tmp_path / "worker.log"
+    media folder and key; yields the process and its log file, and stops it afterwards. ``beat``
+    embeds the beat scheduler (``-B``); ``app`` is the Celery app module (``-A``)."""
+    log_path = tmp_path / f"{name}.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "imagemedix.settings",
@@ -110,10 +119,12 @@ def celery_worker(
         **extra_env,
     }
     command = [
-        str(Path(sys.executable).with_name("celery")), "-A", "imagemedix", "worker", "--pool=solo",
+        str(Path(sys.executable).with_name("celery")), "-A", app, "worker", "--pool=solo",
         "-Q", broker.queue, "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
         "--without-heartbeat", "-n", f"{name}-{RUN_ID}@%h",
     ]  # fmt: skip
+    if beat:
+        command += ["-B", "-s", str(tmp_path / f"{name}-beat-schedule")]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=django_settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -39,7 +39,8 @@ class Notification(models.Model):
 
     The row is the source of truth. The live push over WebSocket is only a courtesy (Channels
     delivers at most once), so a client that reconnects asks for every row after the last id
-    it saw (``sync``) and nothing is lost.
+    it saw (``sync``) and nothing is lost. ``key`` names the event a notification is about when
+    that event may be announced more than once (a rerun of an AI read): one row per user and key.
     """
 
     hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="notifications")
@@ -51,12 +52,18 @@ class Notification(models.Model):
     data = models.JSONField(default=dict, blank=True, help_text="Ids the client needs (study, conversation).")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     read_at = models.DateTimeField(null=True, blank=True)
+    key = models.CharField(max_length=100, blank=True, help_text="The event notified about, e.g. study:7:diagnosis:42.")
 
     objects = ScopedManager(models.Manager.from_queryset(NotificationQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["hospital", "user", "read_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hospital", "user", "key"], condition=~models.Q(key=""), name="one_notification_per_event"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.user}: {self.title}"

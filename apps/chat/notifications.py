@@ -2,7 +2,7 @@
 
 Public API (import from here, nowhere else)::
 
-    notify(hospital_id=…, user_id=…, kind=NotificationKind.REPORT_SIGNED, title=…, url=…)
+    notify(hospital_id=…, user_id=…, kind=NotificationKind.REPORT_SIGNED, title=…, url=…, key=…)
     push_event(hospital_id=…, user_id=…, event={"type": "study.status", …})
 
 ``notify`` writes a ``Notification`` row and, once the surrounding transaction commits, sends
@@ -62,23 +62,27 @@ def notify(
     body: str = "",
     url: str = "",
     data: dict[str, Any] | None = None,
+    key: str = "",
 ) -> Notification:
-    """Create a notification for one user in one hospital and push it on commit."""
+    """Create a notification for one user in one hospital and push it on commit.
+
+    With ``key`` (the event it is about) the user gets at most one notification per key: notifying
+    the same event again returns the existing row and pushes nothing."""
     if kind not in NotificationKind.values:
         raise ValueError(f"Unknown notification kind {kind!r}")
     if url and (not url.startswith("/") or url.startswith("//")):
         # Links stay inside the portal: no other sites, no javascript: URLs.
         raise ValueError("Notification links must be paths inside the portal, such as /h/<slug>/…")
+    fields = {"kind": kind, "title": title[:200], "body": body[:500], "url": url[:300], "data": data or {}}
     with tenant_scope(hospital_id), transaction.atomic():
-        notification = Notification.objects.create(
-            hospital_id=hospital_id,
-            user_id=user_id,
-            kind=kind,
-            title=title[:200],
-            body=body[:500],
-            url=url[:300],
-            data=data or {},
-        )
+        if key:
+            notification, created = Notification.objects.get_or_create(
+                hospital_id=hospital_id, user_id=user_id, key=key[:100], defaults=fields
+            )
+            if not created:
+                return notification
+        else:
+            notification = Notification.objects.create(hospital_id=hospital_id, user_id=user_id, **fields)
         notification_id = notification.pk
         transaction.on_commit(lambda: _push_notification(hospital_id, user_id, notification_id))
     return notification

@@ -3,7 +3,8 @@
 * ``study_status_changed`` → a live ``study.status`` event to the doctors caring for the
   patient now and the uploader if they may still see the study; a persisted notification when
   the read finishes ("AI read ready", "AI unsure", "Not read by the AI" or "AI read failed",
-  with the status message as its body).
+  with the status message as its body), once per recipient and result (``outcome``) however
+  often it is announced.
 * ``report_pdf_changed`` → a live ``report.pdf`` event (the PDF is ready or failed) to the same
   people as the study's status;
 * ``care_assignment_ended`` → the doctor's and the patient's open sockets re-validate, so their
@@ -64,15 +65,15 @@ def study_status_event(study_id: int, status: str, message: str) -> dict[str, An
 
 
 def on_study_status_changed(
-    sender: Any, *, study_id: int, hospital_id: int, status: str, message: str = "", **kwargs: Any
+    sender: Any, *, study_id: int, hospital_id: int, status: str, message: str = "", outcome: str = "", **kwargs: Any
 ) -> None:
     try:
-        _study_status_changed(study_id, hospital_id, status, message)
+        _study_status_changed(study_id, hospital_id, status, message, outcome)
     except Exception:  # never fail the task that changed the status
         log.exception("Could not announce the status of study %s", study_id)
 
 
-def _study_status_changed(study_id: int, hospital_id: int, status: str, message: str) -> None:
+def _study_status_changed(study_id: int, hospital_id: int, status: str, message: str, outcome: str) -> None:
     with tenant_scope(hospital_id):
         study = Study.objects.filter(pk=study_id).select_related("patient", "hospital", "uploaded_by").first()
         if study is None:
@@ -97,6 +98,8 @@ def _study_status_changed(study_id: int, hospital_id: int, status: str, message:
                 body=message,
                 url=url,
                 data={"study_id": study_id, "status": status},
+                # A result announced again (a rerun found it stored) is notified once per recipient.
+                key=f"study:{study_id}:{outcome}" if outcome else "",
             )
 
 

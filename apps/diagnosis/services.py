@@ -11,12 +11,18 @@ transient errors (database or broker briefly away), which it raises so the task 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Prefetch
 from django.dispatch import Signal
 from django.http import HttpRequest
@@ -200,10 +206,12 @@ def note_send_failed(hospital_id: int, study_id: int) -> None:
         Study.objects.filter(pk=study_id, status=StudyStatus.QUEUED).update(status_message=MSG_BROKER_DOWN)
 
 
-def _set_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:
+def _set_status(
+    study_id: int, hospital_id: int, status: str, message: str = "", *, outcome: str = "", **fields: Any
+) -> None:
     """``set_study_status`` (which announces the change on commit), also stamping ``updated_at``:
-    a queryset update skips ``auto_now``, and ``requeue_studies`` judges staleness by it."""
-    set_study_status(study_id, hospital_id, status, message, updated_at=timezone.now(), **fields)
+    a queryset update skips ``auto_now``, and the watchdog and ``requeue_studies`` judge by it."""
+    set_study_status(study_id, hospital_id, status, message, outcome=outcome, updated_at=timezone.now(), **fields)
 
 
 def _fail_quietly(study_id: int, hospital_id: int, message: str) -> None:
@@ -227,11 +235,19 @@ def _read(study: Study) -> Diagnosis | None:
     candidate_keys = [versions_key(router_mv, None)] + [versions_key(router_mv, mv) for mv in specialists.values()]
     existing = Diagnosis.objects.filter(study=study, versions_key__in=candidate_keys).order_by("-pk").first()
     if existing is not None:
-        if study.status != result_status(existing):
-            _announce_result(existing)
+        # A rerun (a redelivered message, a read sent again): the result is stored, but the worker
+        # that stored it may have died before its announcement went out. Announce it again from
+        # what is committed; each recipient is notified once per result however often it runs.
+        _announce_result(existing)
         return existing
 
-    _set_status(study.pk, hospital_id, StudyStatus.PROCESSING, MSG_PROCESSING)
+    _set_status(study.pk, hospital_id, StudyStatus.PROCESSING, MSG_PROCESSING, processing_until=_lease_end())
+    with _holding_lease(study.pk, hospital_id):
+        return _read_leased(study, router_mv, specialists)
+
+
+def _read_leased(study: Study, router_mv: ModelVersion, specialists: dict[str, ModelVersion]) -> Diagnosis | None:
+    hospital_id = study.hospital_id
     try:
         data = read_encrypted(study.file_name, study.file_sha256)
     except TamperedFileError as exc:
@@ -313,6 +329,41 @@ def _store_shadow(diagnosis: Diagnosis, mv: ModelVersion, result: PipelineResult
     return shadow
 
 
+def _lease_end() -> dt.datetime:
+    return timezone.now() + dt.timedelta(seconds=settings.DIAGNOSIS_LEASE_SECONDS)
+
+
+@contextmanager
+def _holding_lease(study_id: int, hospital_id: int) -> Iterator[None]:
+    """Renew the study's lease (``processing_until``) every third of ``DIAGNOSIS_LEASE_SECONDS``
+    while the block runs, from a thread of its own (the read itself is one long call). A worker
+    that dies stops renewing, and the watchdog sends the read again once the lease has run out.
+    Renewal also stops at the task's hard time limit, so a read that hangs is not leased forever."""
+    seconds = settings.DIAGNOSIS_LEASE_SECONDS
+    give_up_at = time.monotonic() + settings.DIAGNOSIS_TIME_LIMIT
+    stop = threading.Event()
+
+    def renew() -> None:
+        try:
+            with tenant_scope(hospital_id):
+                while not stop.wait(seconds / 3) and time.monotonic() < give_up_at:
+                    Study.objects.filter(pk=study_id, status=StudyStatus.PROCESSING).update(
+                        processing_until=_lease_end()
+                    )
+        except Exception:  # noqa: BLE001 - a missed renewal only risks a second, idempotent read
+            log.warning("Could not renew the lease of study %s", study_id, exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    renewer = threading.Thread(target=renew, name=f"lease-study-{study_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+
+
 def _json_safe(value: Any) -> Any:
     """Pipeline values (numpy scalars, tuples) as plain JSON."""
     if value is None or isinstance(value, bool | str):
@@ -351,6 +402,7 @@ def _announce_result(diagnosis: Diagnosis) -> None:
         diagnosis.hospital_id,
         result_status(diagnosis),
         _done_message(diagnosis),
+        outcome=f"diagnosis:{diagnosis.pk}",
         modality=modality,
     )
 

@@ -3,10 +3,11 @@
 ``diagnose_study`` is a thin wrapper around ``services.run_diagnosis``: it is sent
 ``hospital_id`` and ``study_id`` (never objects) and runs inside that hospital's scope
 (``TenantTask``). It is sent on commit when a study is submitted (the ``read_requested`` signal
-of apps.studies), by the watchdog and by ``manage.py requeue_studies``; sending it twice is
-harmless (one Diagnosis per study and model versions). ``acks_late`` + ``reject_on_worker_lost``:
-a worker that dies mid-read leaves the message on the broker for another worker. Only transient
-errors are retried.
+of apps.studies), by the watchdog (``resend_stalled_reads``) and by ``manage.py requeue_studies``;
+sending it twice is harmless (one Diagnosis per study and model versions). ``acks_late`` +
+``reject_on_worker_lost``: a worker that dies mid-read leaves the message on the broker for
+another worker (redelivered after the visibility timeout), and the lease the read holds lets the
+watchdog send it again sooner. Only transient errors are retried.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.core.cache import cache
 
@@ -110,3 +112,23 @@ def check_hospital_drift(*, hospital_id: int) -> int:
     """Today's drift checks of one hospital (alerts and notifications included); returns how many
     signals crossed their threshold."""
     return sum(1 for check in drift.check_hospital(hospital_id) if check.crossed)
+
+
+@shared_task(name="diagnosis.resend_stalled_reads", ignore_result=True, soft_time_limit=60)
+def resend_stalled_reads() -> dict[str, list[int]]:
+    """The watchdog (apps/diagnosis/watchdog.py), sent by beat every DIAGNOSIS_WATCHDOG_SECONDS and
+    by each worker as it starts. A platform task across hospitals, so not a TenantTask: it enters
+    each study's hospital scope itself."""
+    from .watchdog import resend_stalled_reads as resend
+
+    return resend()
+
+
+@worker_ready.connect
+def check_on_worker_start(sender: object, **kwargs: object) -> None:
+    """A worker that starts (the first, or one back after an outage) looks for stalled reads at
+    once instead of waiting for the next beat."""
+    try:
+        resend_stalled_reads.delay()
+    except Exception:  # noqa: BLE001 - the broker went away again; beat sends the next check
+        log.exception("Could not send the watchdog check on worker start")

@@ -148,6 +148,7 @@ class Study(models.Model):
     when the AI suggests a label, ``unsure`` when it could not choose between findings,
     ``refused`` when it made no read of the image, ``failed`` when the read could not run.
     ``status_message`` is written for clinicians ("Not read by the AI: this looks like a CT…").
+    ``processing_until`` is the lease of the worker reading it (apps/diagnosis/watchdog.py).
     """
 
     hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="studies")
@@ -159,6 +160,12 @@ class Study(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     status = models.CharField(max_length=20, choices=StudyStatus.choices, default=StudyStatus.UPLOADED)
     status_message = models.CharField(max_length=500, blank=True)
+    processing_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="While processing: the reading worker's lease, renewed as it works. Past it, the worker is "
+        "taken for dead and the read is sent again.",
+    )
     modality = models.CharField(max_length=20, choices=Modality.choices, blank=True, default=Modality.UNKNOWN)
     source_format = models.CharField(max_length=10, choices=SourceFormat.choices)
     original_filename = models.CharField(max_length=255)
@@ -185,6 +192,12 @@ class Study(models.Model):
         indexes = [
             models.Index(fields=["hospital", "status"]),
             models.Index(fields=["patient", "-created_at"]),
+            # The watchdog's scan across hospitals: only the few studies in flight are indexed.
+            models.Index(
+                fields=["status", "updated_at"],
+                condition=models.Q(status__in=["queued", "processing"]),
+                name="studies_in_flight",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,8 @@ from .validation import ValidatedUpload
 
 #: Sent on commit when a doctor is taken off a patient's caseload (hospital_id, patient_id, doctor_id).
 care_assignment_ended = Signal()
-#: Sent on commit whenever a study's status changes (study_id, hospital_id, status, message).
+#: Sent on commit whenever a study's status changes (study_id, hospital_id, status, message, and
+#: for a result the ``outcome`` it announces).
 study_status_changed = Signal()
 #: Sent inside the transaction that queues a study for the AI read (hospital_id, study_id): the
 #: diagnosis app sends its task, on commit. (This app does not import the diagnosis app.)
@@ -145,13 +146,24 @@ def submit_study(
     return study
 
 
-def set_study_status(study_id: int, hospital_id: int, status: str, message: str = "", **fields: Any) -> None:
+def set_study_status(
+    study_id: int, hospital_id: int, status: str, message: str = "", *, outcome: str = "", **fields: Any
+) -> None:
     """Move a study's status (used by the diagnosis task) and announce it on commit, so the
-    realtime layer can push it to the doctors' open pages."""
+    realtime layer can push it to the doctors' open pages.
+
+    ``outcome`` names the result a finished status announces (``diagnosis:<id>``). Announcing the
+    same outcome again (a rerun that finds the result stored) is safe: each recipient gets one
+    notification per outcome."""
     with transaction.atomic(), tenant_scope(hospital_id):
         Study.objects.filter(pk=study_id).update(status=status, status_message=message[:500], **fields)
         transaction.on_commit(
             lambda: study_status_changed.send(
-                sender=Study, study_id=study_id, hospital_id=hospital_id, status=status, message=message[:500]
+                sender=Study,
+                study_id=study_id,
+                hospital_id=hospital_id,
+                status=status,
+                message=message[:500],
+                outcome=outcome,
             )
         )
