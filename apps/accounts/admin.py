@@ -7,11 +7,11 @@ import operator
 from functools import reduce
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import forms as auth_forms
-from django.db import models
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -60,6 +60,9 @@ class HospitalScopedAdmin(admin.ModelAdmin):
     hospital_lookup: str = "hospital"
     #: What a hospital admin may do here: a subset of {"view", "add", "change", "delete"}.
     hospital_admin_can: frozenset[str] | set[str] = frozenset({"view", "add", "change", "delete"})
+    #: For patient data: the audit noun, so that opening a row writes ``<noun>.view`` and the
+    #: list ``<noun>.list`` (``via="admin"``). The model must have a ``hospital`` field.
+    audited_as: str | None = None
 
     # --- rows -------------------------------------------------------------------------------
     def is_platform_admin(self, request: HttpRequest) -> bool:
@@ -147,15 +150,43 @@ class HospitalScopedAdmin(admin.ModelAdmin):
         return [f for f in filters if not names_a_hospital(f)]
 
     # --- 404 for objects outside their hospitals --------------------------------------------
-    def _require_object(self, request: HttpRequest, object_id: str | None) -> None:
-        if object_id and self.get_object(request, unquote(object_id)) is None:
+    def _require_object(self, request: HttpRequest, object_id: str | None) -> models.Model | None:
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        if object_id and obj is None:
             raise Http404("No such object.")
+        return obj
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
-        self._require_object(request, object_id)
-        return super().change_view(request, object_id, form_url, extra_context)
+        obj = self._require_object(request, object_id)
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if self.audited_as and request.method == "GET" and response.status_code == 200:
+            audit.record(
+                f"{self.audited_as}.view",
+                hospital=obj.hospital,  # type: ignore[union-attr]  # audited models have one
+                actor=request.user,
+                obj=obj,
+                request=request,
+                via="admin",
+            )
+        return response
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if self.audited_as and request.method == "GET" and response.status_code == 200:
+            # The list shows several hospitals' rows to a platform admin: a platform-level event.
+            hospitals = [None] if self.is_platform_admin(request) else admin_hospital_ids(request)
+            for hospital_id in hospitals:
+                audit.record(
+                    f"{self.audited_as}.list",
+                    hospital=Hospital.objects.get(pk=hospital_id) if hospital_id else None,
+                    actor=request.user,
+                    request=request,
+                    via="admin",
+                    query=request.GET.urlencode()[:300],
+                )
+        return response
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
         self._require_object(request, object_id)
@@ -221,7 +252,12 @@ class MembershipInline(admin.TabularInline):
 @admin.register(User)
 class UserAdmin(HospitalScopedAdmin, auth_admin.UserAdmin):
     """E-mail users. Hospital admins may look people of their hospitals up, but change them only
-    through the Members page (an account can belong to several hospitals)."""
+    through the Members page (an account can belong to several hospitals).
+
+    Nobody deletes a user here: the audit trail names them (``AuditEvent.actor`` is protected).
+    "Deactivate" switches the account off instead, which ends their sessions and sockets and is
+    audited (``user.deactivate``, written by ``User.save``).
+    """
 
     hospital_lookup = "memberships__hospital"
     hospital_admin_can = frozenset({"view"})
@@ -243,8 +279,25 @@ class UserAdmin(HospitalScopedAdmin, auth_admin.UserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "full_name", "usable_password", "password1", "password2")}),
     )
 
+    actions = ["deactivate_users"]
+
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
         return self.inlines if self.is_platform_admin(request) else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Deactivate the selected accounts", permissions=["change"])
+    def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        deactivated = 0
+        with transaction.atomic():
+            for user in queryset.filter(is_active=True).exclude(pk=request.user.pk):
+                user.is_active = False
+                user.save(update_fields=["is_active"])
+                deactivated += 1
+        if queryset.filter(pk=request.user.pk).exists():
+            self.message_user(request, "Your own account was left active.", messages.WARNING)
+        self.message_user(request, f"{deactivated} account(s) deactivated. Accounts are never deleted.")
 
 
 # --- Hospitals and memberships ----------------------------------------------------------------
@@ -328,9 +381,13 @@ class AuditEventAdmin(ReadOnlyAdminMixin, HospitalScopedAdmin):
     """The audit trail: append-only, so nobody adds, changes or deletes rows here."""
 
     hospital_admin_can = frozenset({"view"})
-    list_display = ("created_at", "hospital", "actor", "action", "object_type", "object_id", "ip_address")
+    list_display = ("created_at", "hospital", "who", "action", "object_type", "object_id", "ip_address")
     list_filter = ("hospital", "action", "object_type")
-    search_fields = ("action", "object_repr", "object_id", "actor__email")
-    list_select_related = ("hospital", "actor")
+    search_fields = ("action", "object_repr", "object_id", "actor_email", "actor_name")
+    list_select_related = ("hospital",)
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    @admin.display(description="actor", ordering="actor_email")
+    def who(self, obj: AuditEvent) -> str:
+        return obj.actor_display

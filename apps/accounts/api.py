@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.auth import TokenAuthentication
-from rest_framework.exceptions import PermissionDenied, Throttled
+from rest_framework.exceptions import NotFound, PermissionDenied, Throttled
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from . import tokens
+from . import audit, tokens
 from .models import ApiToken
 from .tenancy import resolve_tenant, tenant_scope
 
@@ -39,10 +40,11 @@ class TenantAPIMixin:
         self.perform_authentication(request)  # type: ignore[attr-defined]
         if request.user and request.user.is_authenticated:
             self.tenant = resolve_tenant(request.user, kwargs["hospital_slug"])
+            # Set before the token check, so that its refusal is audited in this hospital.
+            request.tenant = self.tenant  # type: ignore[attr-defined]
             token = request.auth
             if isinstance(token, ApiToken) and token.hospital_id not in (None, self.tenant.hospital.pk):
                 raise PermissionDenied(BOUND_TO_OTHER_HOSPITAL)
-            request.tenant = self.tenant  # type: ignore[attr-defined]
             self._scope_cm = tenant_scope(self.tenant.hospital)
             self._scope_cm.__enter__()
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
@@ -95,6 +97,11 @@ class TokenLogoutAll(APIView):
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     from django.core.exceptions import ValidationError as DjangoValidationError
 
+    refused = _refused_status(exc)
+    request = context.get("request")
+    # Refusals inside a hospital; one outside any (not a member) was audited by resolve_tenant.
+    if refused and request is not None and request.tenant is not None:
+        audit.record_refused_request(request, refused, str(exc))
     if isinstance(exc, DjangoValidationError):
         return Response({"error": " ".join(exc.messages)}, status=400)
     if isinstance(exc, Throttled):
@@ -106,3 +113,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, Http404):
         return Response({"detail": "Not found."}, status=404)
     return drf_exception_handler(exc, context)
+
+
+def _refused_status(exc: Exception) -> int | None:
+    if isinstance(exc, (Http404, NotFound)):
+        return 404
+    if isinstance(exc, (DjangoPermissionDenied, PermissionDenied)):
+        return 403
+    return None

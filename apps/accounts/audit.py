@@ -8,9 +8,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 
+from . import auditchain
 from .models import AuditEvent, Hospital
 
 # The request being served, for events written far from any view (a password change is detected in
@@ -34,7 +37,9 @@ def current_request() -> HttpRequest | None:
 
 
 class AuditRequestMiddleware:
-    """Lets ``current_request`` see the request (goes after ``AuthenticationMiddleware``)."""
+    """Lets ``current_request`` see the request (goes after ``AuthenticationMiddleware``), and
+    audits every page a logged-in user was refused: a view (a tenant page, the admin) that
+    answered 404 or 403 by raising, as the access helpers and ``role_required`` do."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -42,6 +47,10 @@ class AuditRequestMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         with serving(request):
             return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        if isinstance(exception, (Http404, PermissionDenied)):
+            record_refused_request(request, 404 if isinstance(exception, Http404) else 403, str(exception))
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -61,19 +70,41 @@ def record(
     ip: str | None = None,
     **detail: Any,
 ) -> AuditEvent:
-    """Append one audit event. ``action`` is a dotted verb such as ``study.upload``."""
+    """Append one audit event to the chain. ``action`` is a dotted verb such as ``study.upload``.
+
+    The actor is stored as a snapshot (id, e-mail, name) next to the foreign key; the patient the
+    event concerns is taken from ``obj`` (a patient, or anything with a ``patient``); ``detail``
+    is stored as JSON (dates and the like as text).
+    """
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         hospital=hospital,
         actor=actor,
+        actor_email=actor.email if actor is not None else "",
+        actor_name=actor.full_name[:200] if actor is not None else "",
         action=action,
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
         object_repr=str(obj)[:200] if obj is not None else "",
+        patient_id=patient_of(obj),
         detail=detail,
         ip_address=ip or client_ip(request),
+        created_at=timezone.now(),
     )
+    return auditchain.append(event)
+
+
+def patient_of(obj: models.Model | None) -> int | None:
+    """The id of the patient ``obj`` is about: the object itself if it is a patient record, else
+    its ``patient`` foreign key (studies, reports, conversations, care assignments)."""
+    if obj is None:
+        return None
+    if obj._meta.label_lower == "studies.patient":
+        return obj.pk
+    if any(field.name == "patient" and field.is_relation for field in obj._meta.concrete_fields):
+        return obj.patient_id  # type: ignore[attr-defined]
+    return None
 
 
 def record_password_change(user: Any) -> AuditEvent:
@@ -88,3 +119,81 @@ def record_password_change(user: Any) -> AuditEvent:
     if request is not None:
         actor = request.user if request.user.is_authenticated else user
     return record("auth.password_change", hospital=None, actor=actor, obj=user, request=request, user=user.pk)
+
+
+#: Audit action for each account flag moving (flag, new value).
+ACCOUNT_FLAG_ACTIONS = {
+    ("is_staff", True): "user.staff_granted",
+    ("is_staff", False): "user.staff_revoked",
+    ("is_superuser", True): "user.superuser_granted",
+    ("is_superuser", False): "user.superuser_revoked",
+    ("is_active", False): "user.deactivate",
+    ("is_active", True): "user.reactivate",
+}
+
+
+def _request_actor() -> tuple[HttpRequest | None, Any]:
+    """The request being served and its logged-in user (None for each outside a request)."""
+    request = current_request()
+    if request is None or not request.user.is_authenticated:
+        return request, None
+    return request, request.user
+
+
+def record_account_changes(user: Any, before: dict[str, bool]) -> None:
+    """One event per account flag of ``user`` that differs from ``before`` (staff or superuser
+    granted or taken away, the account switched off or on), by whoever is logged in on the
+    request (nobody for ``createsuperuser`` or the shell). Platform-level: no hospital."""
+    request, actor = _request_actor()
+    for (flag, value), action in ACCOUNT_FLAG_ACTIONS.items():
+        if before[flag] != value and getattr(user, flag) == value:
+            record(action, hospital=None, actor=actor, obj=user, request=request, user=user.pk)
+
+
+def record_user_deletion(user: Any) -> None:
+    """``user.delete``: a user row was deleted (possible only for one no audit event names as
+    its actor; the admin deactivates instead). Keeps who it was, since the row is gone."""
+    request, actor = _request_actor()
+    record("user.delete", hospital=None, actor=actor, obj=user, request=request, user=user.pk, email=user.email)
+
+
+def record_refusal(
+    *,
+    hospital: Hospital | None,
+    actor: Any,
+    status: int,
+    reason: str,
+    request: HttpRequest | None = None,
+    ip: str | None = None,
+    **detail: Any,
+) -> AuditEvent:
+    """``access.refused``: ``actor`` asked for something of ``hospital`` and got ``status``.
+
+    Written by the tenancy layer only: ``resolve_tenant`` (not a member of the hospital asked
+    for, at every entry point), ``record_refused_request`` (a page, the admin or the API refused
+    an object or a role), and the chat socket refusing a conversation.
+    """
+    request = request or current_request()
+    if request is not None:
+        detail = {"method": request.method, "path": request.path[:300], **detail}
+    return record(
+        "access.refused", hospital=hospital, actor=actor, request=request, ip=ip, status=status, reason=reason, **detail
+    )
+
+
+def record_refused_request(request: HttpRequest, status: int, reason: str) -> None:
+    """A view refused a logged-in user with ``status`` (404: not found *or* not theirs to see,
+    which look the same from outside; 403: their role does not allow it). Audited in the
+    hospital of the URL (none for ``/admin/``). Anonymous requests are sent to log in instead."""
+    if not request.user.is_authenticated:
+        return
+    tenant = request.tenant  # type: ignore[attr-defined]  # set by TenantMiddleware / TenantAPIMixin
+    match = request.resolver_match
+    record_refusal(
+        hospital=tenant.hospital if tenant is not None else None,
+        actor=request.user,
+        request=request,
+        status=status,
+        reason=reason[:200],
+        view=match.view_name if match is not None else "",
+    )

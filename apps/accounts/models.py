@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import BaseUserManager
@@ -14,6 +14,9 @@ from django_scopes import ScopedManager
 from knox.models import AbstractAuthToken
 
 from .signals import announce_access_change
+
+if TYPE_CHECKING:
+    from .tenancy import Tenant
 
 
 class UserManager(BaseUserManager["User"]):
@@ -41,6 +44,10 @@ class UserManager(BaseUserManager["User"]):
 
     def get_by_natural_key(self, username: str | None) -> User:
         return self.get(**{f"{self.model.USERNAME_FIELD}__iexact": username})
+
+
+#: Account flags whose changes are audited (``user.staff_granted``, ``user.deactivate``, ...).
+ACCOUNT_FLAGS = ("is_active", "is_staff", "is_superuser")
 
 
 class User(AbstractUser):
@@ -78,26 +85,35 @@ class User(AbstractUser):
         """Save; when the password changed or the account was switched off, tell the realtime side
         on commit, so the user's open WebSockets re-validate (and those of other sessions close).
         Compared with the stored row, so every path counts: the password pages, a reset, the
-        admin, ``changepassword``. A new password set with ``set_password`` is also audited
-        (``auth.password_change``); the re-hash of the same password on login is not.
+        admin, ``changepassword``, ``createsuperuser``, the shell. Audited the same way: a new
+        password set with ``set_password`` (``auth.password_change``; the re-hash of the same
+        password on login is not one), staff or superuser status granted or taken away, and the
+        account switched off or on (``user.*``, see ``audit.record_account_changes``).
 
         A new password (or none: an unusable one) and switching the account off also revoke
         every API token of the account."""
         update_fields = kwargs.get("update_fields")
+        watched = {"password", *ACCOUNT_FLAGS}
+        stored = None
+        if not self._state.adding and (update_fields is None or watched & set(update_fields)):
+            stored = type(self).objects.filter(pk=self.pk).values(*watched).first()
+        adding = self._state.adding
         access_may_end = password_changed = credentials_gone = False
-        if not self._state.adding and (update_fields is None or {"password", "is_active"} & set(update_fields)):
-            stored = type(self).objects.filter(pk=self.pk).values("password", "is_active").first()
-            hash_changed = stored is not None and stored["password"] != self.password
-            deactivated = stored is not None and stored["is_active"] and not self.is_active
+        if stored is not None:
+            hash_changed = stored["password"] != self.password
+            deactivated = stored["is_active"] and not self.is_active
             access_may_end = hash_changed or deactivated
             # ``set_password`` keeps the raw password until the save; the login re-hash clears it.
             password_changed = hash_changed and self._password is not None
             credentials_gone = password_changed or deactivated or (hash_changed and not self.has_usable_password())
         super().save(*args, **kwargs)  # type: ignore[arg-type]
-        if password_changed:
-            from . import audit  # audit imports this module
+        from . import audit  # audit imports this module
 
+        if password_changed:
             audit.record_password_change(self)
+        if stored is not None or adding:
+            before = stored or {"is_active": self.is_active, "is_staff": False, "is_superuser": False}
+            audit.record_account_changes(self, before)
         if credentials_gone:
             from . import tokens  # tokens imports this module
 
@@ -256,6 +272,13 @@ class ApiToken(AbstractAuthToken):
 class AuditEventQuerySet(models.QuerySet):
     """Bulk ``update()`` and ``delete()`` raise too, like ``save`` and ``delete`` on one event."""
 
+    def visible_to(self, tenant: Tenant) -> AuditEventQuerySet:
+        """A hospital's events are read by its hospital admins, and by nobody else in the portal
+        (platform admins read every hospital's in ``/admin/``)."""
+        if not tenant.is_admin:
+            return self.none()
+        return self.filter(hospital=tenant.hospital)
+
     def update(self, **kwargs: object) -> int:
         raise RuntimeError("Audit events are append-only.")
 
@@ -266,36 +289,74 @@ class AuditEventQuerySet(models.QuerySet):
 class AuditEvent(models.Model):
     """Append-only record of a state change or an access to patient data.
 
-    Written by services (``apps.accounts.audit.record``), never edited or deleted: ``save`` on an
-    existing row, ``delete``, and bulk ``update``/``delete`` through the manager all raise.
+    Written only by ``apps.accounts.audit.record``, which links each event into one hash chain
+    (``prev_hash`` is the SHA-256 of the event before it, see ``apps/accounts/auditchain.py``);
+    never edited or deleted: ``save`` on an existing row, ``delete``, and bulk
+    ``update``/``delete`` through the manager all raise, and on PostgreSQL a trigger rejects
+    UPDATE and DELETE as well (migration 0006).
+
+    Who acted is kept twice: ``actor`` (a protected foreign key, so a user with audit events
+    cannot be deleted, only deactivated) and a snapshot of their e-mail and name at the time.
+    ``patient_id`` is the patient the event concerns, when there is one (the object itself, or
+    the object's patient); a plain number, so the event outlives a deleted patient record.
     """
 
     hospital = models.ForeignKey(Hospital, on_delete=models.PROTECT, related_name="audit_events", null=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_events"
     )
+    actor_email = models.EmailField(max_length=254, blank=True)
+    actor_name = models.CharField(max_length=200, blank=True)
     action = models.CharField(max_length=60, db_index=True)
     object_type = models.CharField(max_length=60, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=200, blank=True)
+    patient_id = models.PositiveBigIntegerField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    prev_hash = models.CharField(max_length=64, help_text="SHA-256 of the previous event in the chain.")
 
     objects = ScopedManager(_manager_class=models.Manager.from_queryset(AuditEventQuerySet), hospital="hospital")
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["hospital", "-created_at"])]
+        indexes = [
+            models.Index(fields=["hospital", "-created_at"]),
+            models.Index(fields=["hospital", "patient_id"], name="audit_hospital_patient"),
+        ]
 
     def __str__(self) -> str:
         when = f"{self.created_at:%Y-%m-%d %H:%M}"
-        return f"{when} {self.actor or 'system'} {self.action} {self.object_type}#{self.object_id}"
+        return f"{when} {self.actor_display} {self.action} {self.object_type}#{self.object_id}"
 
     def save(self, *args: object, **kwargs: object) -> None:
         if self.pk is not None and not self._state.adding:
             raise RuntimeError("Audit events are append-only.")
+        if not self.prev_hash:
+            raise RuntimeError("Write audit events with apps.accounts.audit.record, which chains them.")
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise RuntimeError("Audit events are append-only.")
+
+    @property
+    def actor_display(self) -> str:
+        """Who acted, as they were named then ("System" for events without a person)."""
+        return self.actor_name or self.actor_email or "System"
+
+
+class AuditChainHead(models.Model):
+    """The one row (pk 1) that says where the audit hash chain ends.
+
+    Every ``record`` locks it (an UPDATE, inside the event's transaction) before reading
+    ``last_hash``, so concurrent events queue up instead of forking the chain; ``verify_audit``
+    compares it with the newest event, so removing events at the end is detected too.
+    """
+
+    last_event_id = models.PositiveBigIntegerField(null=True, blank=True)
+    last_hash = models.CharField(max_length=64)
+    length = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"audit chain head: {self.length} events, last #{self.last_event_id} {self.last_hash[:12]}"

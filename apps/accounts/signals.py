@@ -53,3 +53,10 @@ def on_user_login_failed(
 
     email = str(credentials.get("username") or credentials.get("email") or "")[:254]
     audit.record("auth.login_failed", hospital=None, request=request, email=email)
+
+
+def on_user_deleted(sender: object, instance: Any, **kwargs: Any) -> None:
+    """Audit the deletion of a user row, in the deleting transaction."""
+    from . import audit
+
+    audit.record_user_deletion(instance)

@@ -27,7 +27,7 @@ from django.http import Http404
 from django.utils.crypto import constant_time_compare
 from django_scopes import scope, scopes_disabled
 
-from . import second_factor
+from . import audit, second_factor
 from .models import Hospital, Membership, Role
 
 log = logging.getLogger(__name__)
@@ -70,18 +70,39 @@ def roles_in(user: User, hospital: Hospital) -> frozenset[str]:
     )
 
 
-def resolve_tenant(user: User, slug: str) -> Tenant:
+def find_tenant(user: User, slug: str) -> Tenant | None:
+    """The Tenant for ``user`` in the hospital ``slug``, or None if the user is not a member
+    there (or there is no such active hospital). No side effects: for re-checks of access that
+    was granted before, such as an open WebSocket's."""
+    hospital = Hospital.objects.filter(slug=slug, is_active=True).first()
+    if hospital is None:
+        return None
+    roles = roles_in(user, hospital)
+    if not roles:
+        return None
+    return Tenant(hospital=hospital, user=user, roles=roles)
+
+
+def resolve_tenant(user: User, slug: str, *, ip: str | None = None) -> Tenant:
     """The Tenant for ``user`` in the hospital ``slug``; 404 if the user is not a member there.
 
     Not-a-member and no-such-hospital give the same 404, so hospital slugs cannot be probed.
+    Each entry point (pages, API, WebSocket connect) comes here, so a refused attempt is audited
+    here, once (``access.refused`` in the hospital that was asked for, if it exists). ``ip`` is
+    for callers without an HTTP request (a WebSocket).
     """
-    hospital = Hospital.objects.filter(slug=slug, is_active=True).first()
-    if hospital is None:
+    tenant = find_tenant(user, slug)
+    if tenant is None:
+        audit.record_refusal(
+            hospital=Hospital.objects.filter(slug=slug).first(),
+            actor=user,
+            ip=ip,
+            status=404,
+            reason="not a member of this hospital",
+            slug=slug[:60],
+        )
         raise Http404("No such hospital.")
-    roles = roles_in(user, hospital)
-    if not roles:
-        raise Http404("No such hospital.")
-    return Tenant(hospital=hospital, user=user, roles=roles)
+    return tenant
 
 
 def session_user(session_key: str | None) -> User | None:

@@ -33,7 +33,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
-from apps.accounts.tenancy import Tenant, resolve_tenant, session_user, tenant_scope
+from apps.accounts import audit
+from apps.accounts.tenancy import Tenant, find_tenant, resolve_tenant, session_user, tenant_scope
 from apps.reports.events import report_pdf_event
 from apps.reports.models import Report, ReportStatus
 from apps.studies.models import Study
@@ -69,9 +70,10 @@ MEMBERSHIP_ENDED = AccessEnded(CLOSE_FORBIDDEN, "You are no longer a member of t
 CONVERSATION_ENDED = AccessEnded(CLOSE_FORBIDDEN, services.ACCESS_ENDED)
 
 
-def _resolve(user: Any, slug: str) -> Tenant | None:
+def _enter(user: Any, slug: str, ip: str | None) -> Tenant | None:
+    """The tenant a new socket opens in, or None (``resolve_tenant`` audits the refusal)."""
     try:
-        return resolve_tenant(user, slug)
+        return resolve_tenant(user, slug, ip=ip)
     except Http404:
         return None
 
@@ -89,7 +91,7 @@ def current_tenant(session_key: str | None, user_id: int, slug: str) -> Tenant |
     user = session_user(session_key)
     if user is None or user.pk != user_id:
         return SIGNED_OUT
-    return _resolve(user, slug) or MEMBERSHIP_ENDED
+    return find_tenant(user, slug) or MEMBERSHIP_ENDED
 
 
 class TenantConsumer(AsyncJsonWebsocketConsumer):
@@ -111,13 +113,19 @@ class TenantConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return None
         slug = self.scope["url_route"]["kwargs"]["hospital_slug"]
-        tenant = await database_sync_to_async(_resolve)(user, slug)
+        tenant = await database_sync_to_async(_enter)(user, slug, self.client_ip)
         if tenant is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return None
         self.tenant = tenant
         self.session_key = self.scope["session"].session_key
         return tenant
+
+    @property
+    def client_ip(self) -> str | None:
+        """The peer's address, for the audit trail (the proxy's, behind one, like REMOTE_ADDR)."""
+        client = self.scope.get("client")
+        return client[0] if client else None
 
     def check_access(self) -> Tenant | AccessEnded:
         """Runs in a worker thread: the fresh tenant, or why this socket must close."""
@@ -219,14 +227,14 @@ class NotificationConsumer(TenantConsumer):
             if since is None:
                 await self.send_error("invalid", "“since” must be a notification id.")
                 return
-            await self.send_json(await database_sync_to_async(_sync_payload)(hospital_id, user_id, since))
+            await self.send_json(await database_sync_to_async(_sync_payload)(self.tenant, since, self.client_ip))
         elif kind == "studies":
             ids = content.get("ids")
             if not isinstance(ids, list) or len(ids) > MAX_WATCHED_STUDIES:
                 await self.send_error("invalid", f"“ids” must be a list of at most {MAX_WATCHED_STUDIES} study ids.")
                 return
             wanted = {n for n in map(_as_int, ids) if n is not None}
-            for event in await database_sync_to_async(_study_status_events)(self.tenant, wanted):
+            for event in await database_sync_to_async(_study_status_events)(self.tenant, wanted, self.client_ip):
                 await self.send_json(event)
         elif kind == "reports":
             ids = content.get("ids")
@@ -246,12 +254,24 @@ class NotificationConsumer(TenantConsumer):
             await self.send_json(event["payload"])
 
 
-def _study_status_events(tenant: Tenant, study_ids: set[int]) -> list[dict[str, Any]]:
-    """``study.status`` events for those of ``study_ids`` that the tenant's user may see."""
+def _study_status_events(tenant: Tenant, study_ids: set[int], ip: str | None) -> list[dict[str, Any]]:
+    """``study.status`` events for those of ``study_ids`` that the tenant's user may see (one
+    ``study.view_status`` audit event names the studies whose status was sent)."""
     if not study_ids:
         return []
     with tenant_scope(tenant.hospital):
-        rows = Study.objects.visible_to(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
+        rows = list(
+            Study.objects.visible_to(tenant).filter(pk__in=study_ids).values_list("pk", "status", "status_message")
+        )
+        if rows:
+            audit.record(
+                "study.view_status",
+                hospital=tenant.hospital,
+                actor=tenant.user,
+                ip=ip,
+                via="websocket",
+                studies=sorted(pk for pk, _, _ in rows),
+            )
         return [study_status_event(pk, status, message) for pk, status, message in rows]
 
 
@@ -277,8 +297,13 @@ def _hello_payload(hospital_id: int, user_id: int) -> dict[str, Any]:
     }
 
 
-def _sync_payload(hospital_id: int, user_id: int, since: int) -> dict[str, Any]:
+def _sync_payload(tenant: Tenant, since: int, ip: str | None) -> dict[str, Any]:
+    hospital_id, user_id = tenant.hospital.pk, tenant.user.pk
     missed = notifications.notifications_since(hospital_id, user_id, since)
+    if missed:
+        audit.record(
+            "notification.sync", hospital=tenant.hospital, actor=tenant.user, ip=ip, via="websocket", count=len(missed)
+        )
     return {
         "type": "sync",
         "notifications": [n.as_event() for n in missed],
@@ -303,6 +328,7 @@ class ChatConsumer(TenantConsumer):
         conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         conversation = await database_sync_to_async(_usable_conversation)(tenant, conversation_id)
         if conversation is None:
+            await database_sync_to_async(_refuse_conversation)(tenant, conversation_id, self.client_ip)
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.conversation = conversation
@@ -340,7 +366,7 @@ class ChatConsumer(TenantConsumer):
                 await self.send_error("invalid", " ".join(exc.messages))
         elif kind == "sync":
             since = _as_int(content.get("since", 0)) or 0
-            missed = await database_sync_to_async(_messages_since)(tenant, conversation, since)
+            missed = await database_sync_to_async(_messages_since)(tenant, conversation, since, self.client_ip)
             await self.send_json({"type": "history", "messages": missed})
         elif kind == "read":
             up_to = _as_int(content.get("up_to"))
@@ -369,13 +395,38 @@ def _mark_read(tenant: Tenant, conversation: Conversation, up_to: int | None) ->
         services.mark_read(conversation, tenant.user, up_to)
 
 
-def _messages_since(tenant: Tenant, conversation: Conversation, since: int) -> list[dict[str, Any]]:
-    """Messages after ``since``, oldest first (what a reconnecting client missed; at most 100)."""
+def _messages_since(tenant: Tenant, conversation: Conversation, since: int, ip: str | None) -> list[dict[str, Any]]:
+    """Messages after ``since``, oldest first (what a reconnecting client missed; at most 100).
+    Audited (``conversation.sync``) when there were any."""
     with tenant_scope(tenant.hospital):
-        missed = (
+        missed = list(
             Message.objects.visible_to(tenant)
             .filter(conversation=conversation, pk__gt=since)
             .select_related("sender")
             .order_by("pk")[:100]
         )
+        if missed:
+            audit.record(
+                "conversation.sync",
+                hospital=tenant.hospital,
+                actor=tenant.user,
+                obj=conversation,
+                ip=ip,
+                via="websocket",
+                since=since,
+                count=len(missed),
+            )
         return [m.as_event() for m in missed]
+
+
+def _refuse_conversation(tenant: Tenant, conversation_id: int, ip: str | None) -> None:
+    """Audit a socket refused for a conversation that is not the user's (or not there)."""
+    audit.record_refusal(
+        hospital=tenant.hospital,
+        actor=tenant.user,
+        ip=ip,
+        status=CLOSE_FORBIDDEN,
+        reason="not a conversation of this user",
+        via="websocket",
+        conversation=conversation_id,
+    )

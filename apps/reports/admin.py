@@ -14,6 +14,7 @@ from .models import Report
 @admin.register(Report)
 class ReportAdmin(ReadOnlyAdminMixin, TenantOwnedAdmin):
     hospital_admin_can = frozenset({"view"})
+    audited_as = "report"
     list_display = ("id", "hospital", "patient", "study", "version", "status", "signed_by", "signed_at", "pdf_status")
     list_filter = ("hospital", "status", "pdf_status")
     search_fields = ("patient__mrn", "patient__family_name", "study__id")

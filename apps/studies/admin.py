@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -33,6 +34,10 @@ class CareAssignmentInline(admin.TabularInline):
 
 @admin.register(Patient)
 class PatientAdmin(TenantOwnedAdmin):
+    """Patient records. Opening one or the list is audited; so is a deletion (possible only for a
+    record without studies or reports, which protect it), with who the patient was."""
+
+    audited_as = "patient"
     list_display = ("mrn", "family_name", "given_name", "birth_date", "sex", "hospital", "has_login", "created_at")
     list_filter = ("hospital", "sex")
     search_fields = ("mrn", "family_name", "given_name")
@@ -54,6 +59,18 @@ class PatientAdmin(TenantOwnedAdmin):
             request=request,
             via="admin",
         )
+
+    def delete_model(self, request: HttpRequest, obj: Patient) -> None:
+        with transaction.atomic():
+            audit.record(
+                "patient.delete", hospital=obj.hospital, actor=request.user, obj=obj, request=request, via="admin"
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Patient]) -> None:
+        with transaction.atomic():
+            for obj in queryset.select_related("hospital"):
+                self.delete_model(request, obj)
 
 
 class CareAssignmentForm(forms.ModelForm):
@@ -106,6 +123,7 @@ class StudyAdmin(TenantOwnedAdmin):
     """Studies are created by uploads only. The stored file's fields are read-only everywhere."""
 
     hospital_admin_can = frozenset({"view", "change"})
+    audited_as = "study"
     list_display = ("id", "patient", "hospital", "status", "modality", "source_format", "uploaded_by", "created_at")
     list_filter = ("hospital", "status", "modality", "source_format")
     search_fields = ("patient__mrn", "patient__family_name", "original_filename", "file_sha256")

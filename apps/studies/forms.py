@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 
 from apps.accounts.models import Hospital, Role
@@ -108,3 +109,45 @@ class AssignmentForm(PlainLabelsMixin, forms.Form):
         self.fields["patient"].queryset = patients
         self.fields["doctor"].queryset = get_user_model().objects.filter(pk__in=active_doctor_ids(hospital))
         self.fields["doctor"].label_from_instance = lambda u: f"{u.display_name} ({u.email})"
+
+
+class AuditFilterForm(PlainLabelsMixin, forms.Form):
+    """Filters of the hospital admin's audit log (and its CSV export). Every field is optional;
+    ``patient`` is an MRN of this hospital, resolved to the record in ``clean_patient``."""
+
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    actor = forms.CharField(required=False, max_length=254, label="Who (name or e-mail)")
+    action = forms.CharField(
+        required=False,
+        max_length=60,
+        label="Event",
+        validators=[RegexValidator(r"^[a-z_]+(\.[a-z_]+)+$", "Choose an event from the list.")],
+        widget=forms.Select,
+    )
+    patient = forms.CharField(required=False, max_length=40, label="Patient MRN")
+
+    def __init__(self, *args: Any, hospital: Hospital, actions: list[str], **kwargs: Any) -> None:
+        """``actions``: the events this hospital has, offered in the list; any well-formed event
+        name is accepted (one with no events yet selects nothing)."""
+        super().__init__(*args, **kwargs)
+        self.hospital = hospital
+        wanted = self.data.get("action", "") if self.is_bound else ""
+        names = sorted({*actions, wanted} - {""})
+        self.fields["action"].widget.choices = [("", "All events"), *((a, a) for a in names)]
+
+    def clean_patient(self) -> Patient | None:
+        mrn = self.cleaned_data["patient"].strip()
+        if not mrn:
+            return None
+        patient = Patient.objects.filter(hospital=self.hospital, mrn__iexact=mrn).first()
+        if patient is None:
+            raise forms.ValidationError("No patient of this hospital has this MRN.")
+        return patient
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", "The end date must not be before the start date.")
+        return data

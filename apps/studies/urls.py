@@ -14,6 +14,7 @@ urlpatterns = [
     path("studies/<int:pk>/image/", views.study_image, name="study_image"),
     path("studies/<int:pk>/image/values.png", views.study_image, {"rendition": "values"}, name="study_image_values"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("audit/export.csv", views.audit_export, name="audit_export"),
     path("admin-tools/members/", views.members, name="members"),
     path("admin-tools/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),
     path("admin-tools/members/<int:pk>/unlock/", views.member_unlock, name="member_unlock"),

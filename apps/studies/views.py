@@ -18,10 +18,11 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods, require_POST
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.accounts import audit, lockout, ratelimit
 from apps.accounts import services as account_services
@@ -29,10 +30,10 @@ from apps.accounts.models import AuditEvent, Invitation, Membership, Role
 from apps.accounts.tenancy import role_required
 from apps.diagnosis.services import latest_diagnosis
 
-from . import access, services
+from . import access, auditlog, services
 from .dicom import values_png
 from .downloads import serve_encrypted
-from .forms import AssignmentForm, InviteForm, PatientForm, SearchForm, UploadForm
+from .forms import AssignmentForm, AuditFilterForm, InviteForm, PatientForm, SearchForm, UploadForm
 from .models import CareAssignment, Patient, SourceFormat, Study, StudyStatus
 from .params import parse_id
 from .rendering import dicom_display_png
@@ -90,6 +91,15 @@ def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     page = _page(request, patients.order_by("family_name", "given_name", "mrn"), CASELOAD_PAGE_SIZE)
     annotated = {p.pk: p for p in _with_latest_study(patients.filter(pk__in=[p.pk for p in page.object_list]))}
     page.object_list = [annotated[p.pk] for p in page.object_list]
+    audit.record(
+        "caseload.view",
+        hospital=tenant.hospital,
+        actor=request.user,
+        request=request,
+        q=q[:100],
+        page=page.number,
+        patients=[p.pk for p in page.object_list],
+    )
     return render(
         request,
         "studies/caseload.html",
@@ -254,20 +264,52 @@ def study_image(request: HttpRequest, hospital_slug: str, pk: int, rendition: st
 # --- Hospital admin pages --------------------------------------------------------------------
 
 
+def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
+    """The filter form bound to the query string, and the hospital's events it selects (all of
+    them while the form is invalid: the page shows the errors, the export refuses)."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    events = auditlog.events_of(tenant)
+    actions = list(events.order_by("action").values_list("action", flat=True).distinct())
+    form = AuditFilterForm(request.GET or None, hospital=tenant.hospital, actions=actions)
+    if form.is_valid():
+        events = auditlog.filtered(events, form.cleaned_data)
+    return form, events
+
+
 @role_required(Role.HOSPITAL_ADMIN)
 def audit_log(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
-    events = AuditEvent.objects.filter(hospital=tenant.hospital).select_related("actor")
-    actions = list(events.order_by("action").values_list("action", flat=True).distinct())
-    action = request.GET.get("action", "")
-    if action:
-        events = events.filter(action=action)
+    form, events = _audit_filters(request)
     page = _page(request, events, AUDIT_PAGE_SIZE)
+    query = _query_without_page(request)
     return render(
         request,
         "studies/audit_log.html",
-        {"page": page, "actions": actions, "action": action, "query": _query_without_page(request)},
+        {"page": page, "form": form, "query": query, "filtered": form.is_bound and form.has_changed()},
+        status=400 if form.errors else 200,
     )
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_GET
+def audit_export(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """The filtered audit log as CSV, streamed. The export is itself an audit event."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form, events = _audit_filters(request)
+    if form.errors:
+        return HttpResponse(
+            "The filters are not valid: " + " ".join(m for msgs in form.errors.values() for m in msgs),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    filters = {k: v for k, v in request.GET.items() if k in form.fields and v}
+    audit.record("audit.export", hospital=tenant.hospital, actor=request.user, request=request, filters=filters)
+    response = StreamingHttpResponse(
+        auditlog.csv_lines(tenant.hospital, events.order_by("id")), content_type="text/csv; charset=utf-8"
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="audit-{tenant.hospital.slug}-{stamp}.csv"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @role_required(Role.HOSPITAL_ADMIN)

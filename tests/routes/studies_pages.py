@@ -97,6 +97,7 @@ ROUTES = [
     Route("studies:study_image_values", kwargs=_paul_dicom_study, check=_check_values_png),
     # Hospital admin pages.
     Route("studies:audit_log", owner=("carol", 200), **ADMIN_ONLY),
+    Route("studies:audit_export", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
