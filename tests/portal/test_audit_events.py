@@ -14,11 +14,11 @@ from django.db.models import ProtectedError
 from django.test import RequestFactory
 from django.urls import reverse
 from django_scopes import scopes_disabled
-from rest_framework.test import APIClient
 
 from apps.accounts import audit
 from apps.accounts.models import AuditEvent, User
 from apps.studies.models import Patient
+from tests.auth import APIClient
 from tests.factories import UserFactory, make_study
 from tests.reports.helpers import write_report
 
