@@ -76,6 +76,15 @@ def test_another_hospitals_admin_exports_only_their_own(client, world):
     assert client.get(reverse("studies:audit_export", args=[world.a.slug])).status_code == 404
 
 
+def test_only_hospital_admins_read_the_log(world):
+    from apps.accounts.tenancy import resolve_tenant, tenant_scope
+
+    with tenant_scope(world.a):
+        assert AuditEvent.objects.visible_to(resolve_tenant(world.alice, world.a.slug)).count() == 0
+        carols = AuditEvent.objects.visible_to(resolve_tenant(world.carol, world.a.slug))
+        assert carols.count() > 0 and set(carols.values_list("hospital_id", flat=True)) == {world.a.pk}
+
+
 def test_filters_by_event_who_patient_and_dates(carol, world):
     audit.record("patient.view", hospital=world.a, actor=world.alice, obj=world.paul_record)
     audit.record("patient.view", hospital=world.a, actor=world.bob, obj=world.other_a)
