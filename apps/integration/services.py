@@ -94,8 +94,13 @@ class _Header:
 
 
 def _text(ds: Any, keyword: str, limit: int) -> str:
+    """A text attribute, without its padding; ``UploadRejected`` for a NUL inside it (DICOM pads
+    with NUL at the end only, and PostgreSQL stores no NUL in text)."""
     value = ds.get(keyword, "")
-    return str(value if value is not None else "").strip()[:limit]
+    text = str(value if value is not None else "").strip().rstrip("\x00").strip()
+    if "\x00" in text:
+        raise UploadRejected(f"The {keyword} in this instance's DICOM header contains a NUL character.")
+    return text[:limit]
 
 
 def _integer(ds: Any, keyword: str) -> int | None:
@@ -139,6 +144,8 @@ def read_header(data: bytes) -> _Header:
             rows=_integer(ds, "Rows"),
             columns=_integer(ds, "Columns"),
         )
+    except UploadRejected:
+        raise
     except Exception:  # noqa: BLE001 - pydicom raises many types on hostile input; a refusal, never a 500
         raise UploadRejected("This part is not a readable DICOM file.") from None
     return header
@@ -394,6 +401,8 @@ def discard_unmatched_study(
     reason = (reason or "").strip()[:300]
     if not reason:
         raise ValidationError("Please say why the study is discarded (for the audit trail).")
+    if "\x00" in reason:
+        raise ValidationError("The reason contains a NUL character; please type it again.")
     with transaction.atomic():
         locked = DicomStudy.objects.select_for_update().get(pk=dicom_study.pk, hospital_id=dicom_study.hospital_id)
         if locked.patient_id is not None:

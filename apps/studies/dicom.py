@@ -49,7 +49,8 @@ def _texts(value: Any) -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    return [str(v).strip() for v in items]
+    # A NUL would not survive PostgreSQL's jsonb (and these texts are labels only).
+    return [str(v).replace("\x00", "").strip() for v in items]
 
 
 def served_frame(pixels: np.ndarray, frames: int) -> np.ndarray:

@@ -244,7 +244,10 @@ def _validate_dicom(data: bytes) -> ValidatedUpload:
             f"The DICOM image data cannot be decoded ({_short(exc)}). "
             "Please export the image uncompressed or as baseline JPEG."
         ) from None
-    modality = str(ds.get("Modality", "") or "")[:16]
+    modality = str(ds.get("Modality", "") or "").strip().rstrip("\x00")
+    if "\x00" in modality:  # DICOM pads with NUL at the end only; PostgreSQL stores no NUL in text
+        raise UploadRejected("The DICOM Modality contains a NUL character; the file looks damaged.")
+    modality = modality[:16]
     return ValidatedUpload(
         data=data,
         source_format="dicom",

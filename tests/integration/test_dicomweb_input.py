@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django_scopes import scopes_disabled
+
+from apps.integration.models import DicomInstance, DicomStudy
 
 from .conftest import bearer
 from .helpers import chest_xray_dicom, uids
@@ -65,3 +68,29 @@ def test_retrieve_and_search_routes_answer_only_get(world, pacs, stow, client, m
         response = getattr(client, method)(path, **bearer(pacs.a))
         assert response.status_code == 405, (path, response.status_code)
         assert response["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"patient_id": "A-00\x0001"},
+        {"patient_name": "POT\x00TER^PAUL"},
+        {"StudyDescription": "Chest\x00PA"},
+        {"AccessionNumber": "AC\x00C"},
+        {"Modality": "D\x00X"},
+    ],
+    ids=["patient-id", "patient-name", "description", "accession", "modality"],
+)
+def test_an_instance_with_a_nul_inside_a_text_attribute_is_a_failed_sop_item(world, pacs, stow, attributes):
+    response = stow([chest_xray_dicom(**attributes)], auth=bearer(pacs.a))
+    assert response.status_code == 409
+    assert "NUL character" in response["Warning"]
+    with scopes_disabled():
+        assert DicomInstance.objects.count() == 0
+
+
+def test_nul_padding_at_the_end_is_dropped(world, pacs, stow):
+    response = stow([chest_xray_dicom(StudyDescription="Chest PA\x00")], auth=bearer(pacs.a))
+    assert response.status_code == 200
+    with scopes_disabled():
+        assert DicomStudy.objects.get().description == "Chest PA"

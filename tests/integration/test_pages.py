@@ -185,6 +185,9 @@ def test_a_study_sent_here_by_mistake_is_discarded_with_a_reason(
     no_reason = client.post(url, {"action": "discard", "reason": " "})
     assert no_reason.status_code == 400
     assert "why" in no_reason.content.decode()
+    nul = client.post(url, {"action": "discard", "reason": "wrong\x00route"})
+    assert nul.status_code == 400
+    assert "NUL character" in nul.content.decode()
 
     with django_capture_on_commit_callbacks(execute=True):  # the held file goes on commit
         response = client.post(url, {"action": "discard", "reason": "Riverside patient, wrong PACS route"})

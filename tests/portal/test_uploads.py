@@ -13,7 +13,7 @@ from django_scopes import scopes_disabled
 
 from apps.accounts.models import AuditEvent
 from apps.studies.models import Study
-from tests.factories import png_bytes
+from tests.factories import dicom_bytes, png_bytes
 
 from .test_validation import BAD_FILES, GOOD_FILES
 
@@ -135,3 +135,12 @@ def test_good_file_is_accepted_and_stored_encrypted(alice_client, world, media_f
     with open(files[0], "rb") as fh:
         stored = fh.read()
     assert data not in stored and stored[:5] == b"IMXE1"
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_nul_inside_a_window_name_is_dropped_not_a_500(alice_client, world, media_files, door):
+    data = dicom_bytes(WindowCenter=[40], WindowWidth=[400], WindowCenterWidthExplanation=["SO\x00FT"])
+    response = _upload(alice_client, world, door, "ct.dcm", data)
+    assert response.status_code in (201, 302), response.content[:300]
+    with scopes_disabled():
+        assert Study.objects.get().dicom_display["windows"][0]["name"] == "SOFT"

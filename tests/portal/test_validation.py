@@ -101,6 +101,7 @@ BAD_FILES = {
     "dicom_unsupported_syntax": (dicom_unsupported_syntax, "j2k.dcm", "transfer syntax"),
     "dicom_too_many_pixels": (dicom_too_many_pixels, "huge.dcm", "above the processing limit"),
     "dicom_truncated_pixels": (dicom_truncated_pixels, "cut.dcm", "incomplete"),
+    "dicom_nul_in_modality": (lambda: dicom_bytes(modality="C\x00R"), "nul.dcm", "NUL character"),
     "html_renamed_jpg": (lambda: b"<html><script>alert(1)</script></html>", "x.jpg", "not a PNG, JPEG or DICOM"),
 }
 
