@@ -405,8 +405,8 @@ CELERY_TASK_TIME_LIMIT = DIAGNOSIS_TIME_LIMIT
 # may run (the hard time limit) or a running task is delivered a second time, and the longest retry
 # countdown (diagnose_study: 120 s); beyond that, a longer timeout only delays recovery. Hence the
 # hard limit plus one minute (240 s by default).
-CELERY_VISIBILITY_TIMEOUT = DIAGNOSIS_TIME_LIMIT + 60
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+REDIS_VISIBILITY_TIMEOUT = DIAGNOSIS_TIME_LIMIT + 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
 # A study in "processing" is leased to the worker reading it for this many seconds; the worker renews
 # the lease every third of it while it works. A lease that runs out means the worker died: the
 # watchdog (apps/diagnosis/watchdog.py) sends the read again.

@@ -204,8 +204,6 @@ class TenantTask(Task):
       Sending on commit means there is no ``AsyncResult`` to return: both return None.
     """
 
-    abstract = True
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with tenant_scope(_hospital_id(self, args, kwargs)):
             return super().__call__(*args, **kwargs)

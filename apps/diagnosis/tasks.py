@@ -49,8 +49,6 @@ def _deliveries(task_id: str | None, retries: int) -> int:
 class ReadTask(TenantTask):
     """A study's read that could not be sent stays ``queued``: say so on the study page."""
 
-    abstract = True
-
     def on_send_error(self, exc: Exception, kwargs: dict[str, Any]) -> None:
         super().on_send_error(exc, kwargs)
         services.note_send_failed(kwargs["hospital_id"], kwargs["study_id"])

@@ -169,7 +169,7 @@ def test_the_visibility_timeout_covers_every_task_and_retry():
     """A message is redelivered once the visibility timeout passes without an ack: it must exceed
     the longest any task may run and the longest retry countdown, or a running task is sent twice."""
     visibility = app.conf.broker_transport_options["visibility_timeout"]
-    assert visibility == django_settings.CELERY_VISIBILITY_TIMEOUT == django_settings.DIAGNOSIS_TIME_LIMIT + 60
+    assert visibility == django_settings.REDIS_VISIBILITY_TIMEOUT == django_settings.DIAGNOSIS_TIME_LIMIT + 60
     ours = [task for name, task in app.tasks.items() if not name.startswith("celery.")]
     assert ours
     for task in ours:
