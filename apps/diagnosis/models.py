@@ -232,7 +232,7 @@ class Diagnosis(models.Model):
                 "label": label,
                 "display": label_display(label),
                 "percent": round(p * 100, 1),
-                "width": f"{max(0.0, min(p, 1.0)) * 100:.1f}",
+                "fraction": f"{max(0.0, min(p, 1.0)):.3f}",  # the bar: a <meter> value, no inline style
                 "is_top": p == top,
                 "is_candidate": self.indeterminate and label in (self.candidates or []),
             }

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from django.template.loader import render_to_string
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 from PIL import Image
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
@@ -24,11 +26,14 @@ from apps.studies.storage import read_encrypted
 
 from . import ai
 from .models import Report
+from .plain import AI_SECTION_TITLE, DIFFERENT_CONCLUSION, patient_summary, study_type
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 480
 DISCLAIMER = "AI results are assistive, not a diagnosis."
+#: Tagged PDF for screen readers (structure tree, reading order, alt text, language, title).
+PDF_VARIANT = "pdf/ua-1"
 
 
 class RefusedURL(ValueError):
@@ -102,17 +107,19 @@ def report_context(report: Report) -> dict[str, Any]:
     diagnosis = ai.latest(report.study)
     image = study_thumbnail(report)
     overlay = overlay_thumbnail(report, diagnosis)
+    summary = patient_summary(report)
+    kind = study_type(report.study)
     return {
+        "title": f"{kind} report for {report.patient.full_name}, signed {date_format(localtime(report.signed_at))}",
+        "summary": summary,
+        "study_type": kind,
+        "ai_section_title": AI_SECTION_TITLE,
+        "different_conclusion": DIFFERENT_CONCLUSION,
         "report": report,
         "hospital": report.hospital,
         "patient": report.patient,
         "study": report.study,
-        "final_label": ai.display_label(report.final_label),
-        "ai_label": report.ai_label_display,  # "Indeterminate: …" for an unsure read
         "ai_task": ai.display_label(report.ai_task),
-        "ai_confidence": None
-        if report.ai_indeterminate or report.ai_confidence is None
-        else round(report.ai_confidence * 100),
         "image_uri": png_data_uri(image) if image else "",
         "overlay_uri": png_data_uri(overlay) if overlay else "",
         "disclaimer": DISCLAIMER,
@@ -124,9 +131,11 @@ def render_html(report: Report) -> str:
 
 
 def html_to_pdf(html: str, fetcher: DataOnlyURLFetcher | None = None) -> bytes:
-    """WeasyPrint with no base URL and the data-only fetcher: nothing outside ``html`` is read."""
+    """WeasyPrint with no base URL and the data-only fetcher: nothing outside ``html`` is read.
+    The PDF is PDF/UA-1 (tagged), so it takes its language from ``<html lang>`` and shows the
+    ``<title>`` as the document title."""
     fetcher = fetcher or DataOnlyURLFetcher()
-    return HTML(string=html, base_url=None, url_fetcher=fetcher).write_pdf()
+    return HTML(string=html, base_url=None, url_fetcher=fetcher).write_pdf(pdf_variant=PDF_VARIANT)
 
 
 def render_report_pdf_bytes(report: Report, fetcher: DataOnlyURLFetcher | None = None) -> bytes:

@@ -17,6 +17,7 @@ urlpatterns = [
     # Patient portal.
     path("my/", views.my_home, name="my_home"),
     path("my/reports/<int:pk>/", views.my_report, name="my_report"),
+    path("my/reports/<int:pk>/image/", views.my_report_image, name="my_report_image"),
     # History.
     path("patients/<int:patient_pk>/timeline/", views.timeline, name="timeline"),
 ]

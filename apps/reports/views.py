@@ -26,13 +26,14 @@ from apps.chat.access import inbox
 from apps.chat.models import Notification
 from apps.diagnosis.models import Diagnosis
 from apps.studies.access import cares_for, get_caseload_patient, get_study
-from apps.studies.downloads import serve_encrypted
+from apps.studies.downloads import serve_encrypted, serve_study_image
 from apps.studies.viewer import image_title, prior_studies, viewer_config, viewer_layers
 from imagemedix.forms import error_items
 
 from . import access, ai, services
 from .forms import AmendForm, ReportForm
 from .models import PdfStatus, Report, ReportLocked, ReportStatus
+from .plain import AI_SECTION_TITLE, DIFFERENT_CONCLUSION, patient_summary
 from .timeline import patient_timeline
 
 log = logging.getLogger(__name__)
@@ -354,10 +355,22 @@ def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
         {
             "report": report,
             "newer": newer,
-            "final_label": ai.display_label(report.final_label),
+            "summary": patient_summary(report),
+            "ai_section_title": AI_SECTION_TITLE,
+            "different_conclusion": DIFFERENT_CONCLUSION,
             "inbox_url": _optional_url("chat:inbox", hospital_slug),
         },
     )
+
+
+@role_required(Role.PATIENT)
+@require_GET
+def my_report_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """The image a signed report is about, for the patient it belongs to (404 for anyone else's).
+    The original image only: the AI heatmap is the AI's working, not part of the doctor's report."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    report = access.get_patient_report(tenant, pk)
+    return serve_study_image(request, report.study, hospital=tenant.hospital, obj=report, action="report.view_image")
 
 
 def _recent_notifications(tenant: Any, limit: int = 5) -> list[Any]:

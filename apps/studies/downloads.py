@@ -31,6 +31,8 @@ from django.utils.http import content_disposition_header
 from apps.accounts import audit
 from apps.accounts.models import Hospital
 
+from .models import SourceFormat, Study
+from .rendering import dicom_display_png
 from .storage import TamperedFileError, read_encrypted
 
 log = logging.getLogger(__name__)
@@ -113,3 +115,26 @@ def _refusal(
         response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def serve_study_image(
+    request: HttpRequest, study: Study, *, hospital: Hospital, obj: models.Model, action: str
+) -> HttpResponse:
+    """The study's image as a page shows it, inline: a PNG or JPEG as stored, a DICOM as a
+    windowed PNG. Used by the study page (staff) and the patient's report page (``obj`` is then
+    the report the patient may read, and ``action`` its own audit event)."""
+    dicom = study.source_format == SourceFormat.DICOM
+    content_type = "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
+    return serve_encrypted(
+        request,
+        stored_name=study.file_name,
+        stored_sha256=study.file_sha256,
+        what="DICOM image" if dicom else "image",
+        content_type=content_type,
+        filename=f"study-{study.pk}.{'png' if dicom or content_type == 'image/png' else 'jpg'}",
+        inline=True,
+        hospital=hospital,
+        obj=obj,
+        action=action,
+        render=(lambda data: (dicom_display_png(data), "image/png")) if dicom else None,
+    )

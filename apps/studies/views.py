@@ -32,11 +32,10 @@ from apps.diagnosis.services import latest_diagnosis
 
 from . import access, auditlog, services
 from .dicom import values_png
-from .downloads import serve_encrypted
+from .downloads import serve_encrypted, serve_study_image
 from .forms import AssignmentForm, AuditFilterForm, InviteForm, PatientForm, SearchForm, UploadForm
-from .models import CareAssignment, Patient, SourceFormat, Study, StudyStatus
+from .models import CareAssignment, Patient, Study, StudyStatus
 from .params import parse_id
-from .rendering import dicom_display_png
 from .validation import UploadRejected, validate_upload
 from .viewer import image_title, viewer_config, viewer_layers
 
@@ -237,27 +236,22 @@ def study_image(request: HttpRequest, hospital_slug: str, pk: int, rendition: st
     viewer's window/level (``apps.studies.dicom.values_png``; 404 for images that have none)."""
     tenant = request.tenant  # type: ignore[attr-defined]
     study = access.get_study(tenant, pk)
-    dicom = study.source_format == SourceFormat.DICOM
-    content_type = "image/png" if study.source_format == SourceFormat.PNG else "image/jpeg"
-    render = (lambda data: (dicom_display_png(data), "image/png")) if dicom else None
-    filename = f"study-{study.pk}.{'jpg' if content_type == 'image/jpeg' and not dicom else 'png'}"
-    if rendition == "values":
-        if "stored_min" not in study.dicom_display:
-            raise Http404("This image has no stored pixel values to window.")
-        render = partial(_stored_values, stored_min=study.dicom_display["stored_min"])
-        filename = f"study-{study.pk}-values.png"
+    if rendition != "values":
+        return serve_study_image(request, study, hospital=tenant.hospital, obj=study, action="study.view_image")
+    if "stored_min" not in study.dicom_display:
+        raise Http404("This image has no stored pixel values to window.")
     return serve_encrypted(
         request,
         stored_name=study.file_name,
         stored_sha256=study.file_sha256,
-        what="DICOM image" if dicom else "image",
-        content_type=content_type,
-        filename=filename,
+        what="DICOM image",
+        content_type="image/png",
+        filename=f"study-{study.pk}-values.png",
         inline=True,
         hospital=tenant.hospital,
         obj=study,
         action="study.view_image",
-        render=render,
+        render=partial(_stored_values, stored_min=study.dicom_display["stored_min"]),
     )
 
 

@@ -30,8 +30,9 @@ def test_partial_shows_every_class_with_bars_versions_and_the_notice(world):
         html = render_to_string("diagnosis/_result.html", {"study": study, "diagnosis": diagnosis, "hospital": world.a})
     assert "assistive, not a diagnosis" in html
     assert "Bacterial pneumonia" in html and "Viral pneumonia" in html and "Normal" in html
-    bars = re.findall(r'class="prob-bar[^"]*"[^>]*><span class="fill" style="width: ([\d.]+)%"', html)
-    assert sorted(bars) == ["10.0", "10.0", "80.0"]
+    bars = re.findall(r'<meter class="prob-bar[^"]*" min="0" max="1" value="([\d.]+)"', html)
+    assert sorted(bars) == ["0.100", "0.100", "0.800"]
+    assert "style=" not in html  # a strict CSP (no inline styles) draws the bars
     assert "80.0%" in html and "10.0%" in html
     # The heatmap is the viewer's layer (templates/studies/_viewer.html), not a second picture.
     assert "a layer of the image viewer" in html and _url("overlay", study) not in html

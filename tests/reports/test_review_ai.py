@@ -109,7 +109,7 @@ def test_signing_snapshots_the_ai_result_and_the_pdf_shows_it(world, paul_study,
         data = read_encrypted(report.pdf_name, report.pdf_sha256)
     reader = PdfReader(io.BytesIO(data))
     text = " ".join(" ".join((page.extract_text() or "") for page in reader.pages).split())
-    assert "Viral pneumonia (confidence 70%)" in text
+    assert "The AI suggested: Viral pneumonia (70% confidence)" in text
     assert "chest reports-test" in text
     images = {image.data for page in reader.pages for image in page.images}
     assert len(images) == 2, "the study thumbnail and the heatmap thumbnail are embedded"

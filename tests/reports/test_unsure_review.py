@@ -110,8 +110,7 @@ def test_signed_report_keeps_the_unsure_wording_in_its_page_and_pdf(client, worl
         type(unsure_diagnosis).objects.filter(pk=unsure_diagnosis.pk).update(indeterminate=False, candidates=[])
 
     text = _pdf_text(report)
-    assert f"AI result {UNSURE_WORDING}" in text
-    assert "AI unsure" in text
+    assert f"The AI result: {UNSURE_WORDING}. The AI was unsure" in text
     assert "%" not in text and "confidence" not in text
     assert "Heatmap colours: less more influence on the AI label" in text
 
@@ -124,7 +123,7 @@ def test_signed_report_keeps_the_unsure_wording_in_its_page_and_pdf(client, worl
 def test_confident_pdf_shows_the_heatmap_colour_scale(world, paul_study, paul_diagnosis):
     report = write_report(paul_study, world.alice, final_label="viral_pneumonia", sign=True)
     text = _pdf_text(report)
-    assert "Viral pneumonia (confidence 70%)" in text
+    assert "The AI suggested: Viral pneumonia (70% confidence)" in text
     assert "Heatmap colours: less more influence on the AI label" in text
     assert "Indeterminate" not in text
 

@@ -86,6 +86,10 @@ def _check_pdf(response: Any, w: Any) -> None:
     assert response["Content-Type"] == "application/pdf" and response.content.startswith(b"%PDF")
 
 
+def _check_image(response: Any, w: Any) -> None:
+    assert response["Content-Type"] in ("image/png", "image/jpeg") and response["Cache-Control"] == "private, no-store"
+
+
 def _check_portal(response: Any, w: Any) -> None:
     assert b"/review/" not in response.content and b"/studies/" not in response.content
 
@@ -133,6 +137,31 @@ ROUTES = [
     Route("reports:my_report", label="draft", kwargs=_draft, patient=404, unassigned_doctor=403, owner=("paul", 404)),
     Route(
         "reports:my_report",
+        label="other patient",
+        kwargs=_olga_signed,
+        patient=404,
+        unassigned_doctor=403,
+        owner=("paul", 404),
+    ),
+    # GET /h/st-mary/my/reports/<pk>/image/ — the image the report is about, for its patient only.
+    Route(
+        "reports:my_report_image",
+        kwargs=_signed,
+        patient=200,
+        unassigned_doctor=403,
+        owner=("paul", 200),
+        check=_check_image,
+    ),
+    Route(
+        "reports:my_report_image",
+        label="draft",
+        kwargs=_draft,
+        patient=404,
+        unassigned_doctor=403,
+        owner=("paul", 404),
+    ),
+    Route(
+        "reports:my_report_image",
         label="other patient",
         kwargs=_olga_signed,
         patient=404,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from django import template
 
+from apps.studies.models import Study
+
 from ..ai import display_label
+from ..plain import study_type
 
 register = template.Library()
 
@@ -13,3 +16,9 @@ register = template.Library()
 def label_filter(code: str | None) -> str:
     """A label as people read it: ``{{ fb.corrected_label|label }}`` → "Viral pneumonia"."""
     return display_label(code)
+
+
+@register.filter(name="study_type")
+def study_type_filter(study: Study) -> str:
+    """ "Chest X-ray", "Brain MRI" or "Imaging": ``{{ report.study|study_type }} report``."""
+    return study_type(study)
