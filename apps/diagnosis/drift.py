@@ -45,8 +45,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts import audit
-from apps.accounts.models import Hospital, Membership, Role
+from apps.accounts.models import Hospital, User
 from apps.chat.notifications import NotificationKind, notify
+from apps.studies.access import active_admin_ids
 
 from .deployments import live_version
 from .models import (
@@ -438,10 +439,7 @@ def alert_message(check: DriftCheck) -> str:
 
 
 def hospital_admins(hospital_id: int) -> list[Any]:
-    memberships = Membership.objects.filter(
-        hospital_id=hospital_id, role=Role.HOSPITAL_ADMIN, is_active=True, user__is_active=True
-    ).select_related("user")
-    return [m.user for m in memberships]
+    return list(User.objects.filter(pk__in=active_admin_ids(hospital_id)).order_by("pk"))
 
 
 def _notify_admins(alert: DriftAlert) -> None:

@@ -5,7 +5,8 @@ the admin all come here (or to ``visible_to``); none of them writes these rules 
 
 The rules, within the active hospital scope:
 * an **active doctor** of a hospital has an active ``doctor`` membership there and an active
-  account (``is_active_doctor``, ``active_doctor_ids``);
+  account (``is_active_doctor``, ``active_doctor_ids``); likewise an **active admin**
+  (``active_admin_ids``: who is told about drift, who may ask for a research export);
 * a doctor **cares for** a patient while a ``CareAssignment`` row links them and the doctor is an
   active doctor of the patient's hospital (``care_rows``, ``cares_for``, ``care_team``,
   ``in_care_of``). The assignment row is the one source of truth for the care relation: there
@@ -34,11 +35,20 @@ from .models import CareAssignment, Patient, Study
 NOTHING = Q(pk__in=[])
 
 
-def active_doctor_ids(hospital: Hospital | int) -> QuerySet[Membership]:
-    """Ids (``user_id`` values) of the hospital's active doctors, for ``pk__in`` filters."""
-    return Membership.objects.filter(hospital=hospital, role=Role.DOCTOR, is_active=True, user__is_active=True).values(
+def _active_member_ids(hospital: Hospital | int, role: str) -> QuerySet[Membership]:
+    return Membership.objects.filter(hospital=hospital, role=role, is_active=True, user__is_active=True).values(
         "user_id"
     )
+
+
+def active_doctor_ids(hospital: Hospital | int) -> QuerySet[Membership]:
+    """Ids (``user_id`` values) of the hospital's active doctors, for ``pk__in`` filters."""
+    return _active_member_ids(hospital, Role.DOCTOR)
+
+
+def active_admin_ids(hospital: Hospital | int) -> QuerySet[Membership]:
+    """Ids (``user_id`` values) of the hospital's active admins (active membership and account)."""
+    return _active_member_ids(hospital, Role.HOSPITAL_ADMIN)
 
 
 def is_active_doctor(user: Any, hospital: Hospital | int) -> bool:

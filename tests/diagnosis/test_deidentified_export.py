@@ -203,3 +203,16 @@ def test_the_export_is_audited_and_only_a_hospital_admin_may_ask(world, labelled
             call_command("export_deidentified", "--hospital", "st-mary", "--out", str(tmp_path / "x"), "--by", who)
     with pytest.raises(CommandError, match="not empty"):
         _export(world, tmp_path / "research")
+
+    with scopes_disabled():
+        world.carol.memberships.filter(hospital=world.a).update(is_active=False)
+    with pytest.raises(CommandError, match="not an active hospital admin"):
+        call_command(
+            "export_deidentified",
+            "--hospital",
+            "st-mary",
+            "--out",
+            str(tmp_path / "y"),
+            "--by",
+            "CAROL@st-mary.example",
+        )

@@ -13,11 +13,12 @@ from django.core import mail
 from django.urls import reverse
 from django_scopes import scopes_disabled
 
-from apps.accounts.models import AuditEvent
+from apps.accounts.models import AuditEvent, Role
 from apps.accounts.tenancy import tenant_scope
 from apps.chat.models import Notification
 from apps.diagnosis import drift
 from apps.diagnosis.models import DriftAlert, DriftCheck
+from tests.factories import MembershipFactory, UserFactory
 
 from .helpers import CHEST_LABELS
 from .traffic import FLIPPED_CHEST_MIX, START, Read, Traffic, confident, drift_registry, lung_ct_week
@@ -150,3 +151,11 @@ def test_an_alert_stays_on_the_dashboard_until_an_admin_acknowledges_it(world, c
     _check(world, 43)
     with scopes_disabled():
         assert DriftAlert.objects.count() == 1
+
+
+def test_alerts_go_to_the_hospitals_active_admins_only(world):
+    with scopes_disabled():
+        left = MembershipFactory(user=UserFactory(), hospital=world.a, role=Role.HOSPITAL_ADMIN, is_active=False)
+        off = MembershipFactory(user=UserFactory(is_active=False), hospital=world.a, role=Role.HOSPITAL_ADMIN)
+        assert left.user != off.user
+        assert drift.hospital_admins(world.a.pk) == [world.carol]

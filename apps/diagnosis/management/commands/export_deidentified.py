@@ -12,9 +12,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.accounts.models import Hospital, Membership, Role
+from apps.accounts.models import Hospital, User
 from apps.accounts.tenancy import tenant_scope
 from apps.diagnosis import research_export
+from apps.studies.access import active_admin_ids
 
 
 class Command(BaseCommand):
@@ -29,19 +30,13 @@ class Command(BaseCommand):
         found = Hospital.objects.filter(slug=hospital, is_active=True).first()
         if found is None:
             raise CommandError(f"No active hospital with the slug {hospital!r}.")
-        admin = (
-            Membership.objects.filter(
-                hospital=found, role=Role.HOSPITAL_ADMIN, is_active=True, user__email__iexact=by, user__is_active=True
-            )
-            .select_related("user")
-            .first()
-        )
+        admin = User.objects.filter(pk__in=active_admin_ids(found), email__iexact=by).first()
         if admin is None:
             raise CommandError(f"{by} is not an active hospital admin of {found.name}: only they may export its data.")
         if out.exists() and any(out.iterdir()):
             raise CommandError(f"{out} is not empty: export into a new folder.")
         with tenant_scope(found):
-            summary = research_export.export(found, out, admin.user)
+            summary = research_export.export(found, out, admin)
         self.stdout.write(
             f"Exported {summary.studies} studies of {summary.patients} patients to {out}; "
             f"{summary.flagged} flagged for possible burned-in text (check them before release)."
