@@ -173,7 +173,7 @@ def drift_signal(scope: str, signal: str, checks: list[DriftCheck]) -> Chart:
             chart.x_ticks.append((x, f"{check.day:%d %b}"))
         if check.value is None:
             segments.append([])
-            reason = str((check.details or {}).get("reason", "not enough data"))
+            reason = str(check.details.get("reason", "not enough data"))
             chart.table_rows.append(
                 [
                     f"{check.day:%Y-%m-%d}",

@@ -161,7 +161,7 @@ def _window(hospital_id: int, start: dt.datetime, end: dt.datetime, **filters: A
 
 
 def _top(read: dict[str, Any]) -> float | None:
-    values = [float(v) for v in (read["probabilities"] or {}).values() if isinstance(v, int | float)]
+    values = [float(v) for v in read["probabilities"].values() if isinstance(v, int | float)]
     return max(values) if values else None
 
 
@@ -198,7 +198,7 @@ def input_signals(window: Window, router: ModelVersion | None) -> list[Outcome]:
         ref_rate = sum(1 for r in window.reference if r["refused"]) / len(window.reference)
         ref_label = window.reference_label
     else:
-        extra = (router.card or {}).get("extra_test_metrics", {}) if router else {}
+        extra = router.card.get("extra_test_metrics", {}) if router else {}
         ref_rate = float(extra.get("real_cases_wrongly_refused", 0.0))
         ref_label = f"the router card's test set ({router.version})" if router else "no refusals"
     outcomes = [_excess_rate(DriftSignal.REFUSAL_RATE, refused, len(reads), ref_rate, ref_label)]
@@ -241,7 +241,7 @@ def input_signals(window: Window, router: ModelVersion | None) -> list[Outcome]:
 def training_prior(mv: ModelVersion) -> dict[str, float]:
     """The class mix the version was trained on, from its card: the training class weights
     (n / (k · count_c), so the prior is proportional to 1 / weight), else the test split's support."""
-    card = mv.card or {}
+    card = mv.card
     weights = (card.get("training") or {}).get("class_weights") or []
     if len(weights) == len(mv.labels) and all(float(w) > 0 for w in weights):
         inverse = {label: 1.0 / float(w) for label, w in zip(mv.labels, weights, strict=True)}
@@ -254,7 +254,7 @@ def training_prior(mv: ModelVersion) -> dict[str, float]:
 
 def card_confidence_histogram(mv: ModelVersion) -> list[int] | None:
     """The card's test-set reliability bins as counts over ``CONFIDENCE_EDGES`` (None without)."""
-    bins = ((mv.card or {}).get("test_metrics") or {}).get("reliability") or []
+    bins = (mv.card.get("test_metrics") or {}).get("reliability") or []
     counts = [0] * (len(CONFIDENCE_EDGES) - 1)
     for b in bins:
         index = min(max(round(float(b["lo"]) * 15), 0), len(counts) - 1)
@@ -336,7 +336,7 @@ def model_signals(hospital_id: int, window: Window, mv: ModelVersion) -> list[Ou
     ratios = [
         float(r["ood"]["score"]) / float(r["ood"]["threshold"])
         for r in checked
-        if isinstance((r["ood"] or {}).get("score"), int | float) and (r["ood"] or {}).get("threshold")
+        if isinstance(r["ood"].get("score"), int | float) and r["ood"].get("threshold")
     ]
     if ratios:
         outcome.details["mean_score_over_threshold"] = sum(ratios) / len(ratios)

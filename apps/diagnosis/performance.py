@@ -336,7 +336,7 @@ class VersionSummary:
         for week in weeks:
             for name in ("reads", "refused", "indeterminate", "reviewed", "reviewed_determinate", "agreed"):
                 setattr(summary, name, getattr(summary, name) + getattr(week, name))
-            for ai, doctors in (week.confusion or {}).items():
+            for ai, doctors in week.confusion.items():
                 for doctor, n in doctors.items():
                     confusion[ai][doctor] += int(n)
             for index, (n, total, kept) in enumerate(week.calibration or []):
@@ -344,7 +344,7 @@ class VersionSummary:
                 row[0], row[1], row[2] = row[0] + n, row[1] + total, row[2] + kept
             for index, n in enumerate(week.latency_histogram or []):
                 summary.latency_histogram[index] += int(n)
-            for key, n in (week.paired or {}).items():
+            for key, n in week.paired.items():
                 summary.paired[key] = summary.paired.get(key, 0) + int(n)
         summary.confusion = {ai: dict(doctors) for ai, doctors in confusion.items()}
         return summary

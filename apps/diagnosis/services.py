@@ -319,11 +319,11 @@ def _store_shadow(diagnosis: Diagnosis, mv: ModelVersion, result: PipelineResult
             "refused": refused,
             "refusal_code": refusal_code if refusal_code in RefusalCode.values else "",
             "label": "" if refused else (result.label or ""),
-            "probabilities": {} if refused else _json_safe(result.probabilities or {}),
+            "probabilities": {} if refused else _json_safe(result.probabilities),
             "indeterminate": not refused and result.indeterminate,
             "candidates": [str(c) for c in result.candidates] if not refused and result.indeterminate else [],
-            "ood": _json_safe(result.ood or {}),
-            "timings_ms": _json_safe(result.timings_ms or {}),
+            "ood": _json_safe(result.ood),
+            "timings_ms": _json_safe(result.timings_ms),
         },
     )
     return shadow
