@@ -18,8 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from . import audit
-from .models import Hospital, Invitation, Membership, Role, User
+from . import audit, tokens
+from .models import ApiToken, Hospital, Invitation, Membership, Role, User
 from .signals import announce_access_change
 
 
@@ -158,7 +158,8 @@ def deactivate_member(membership: Membership, *, actor: Any = None, request: Htt
     """Switch a membership off (the row stays, for the audit trail and to re-activate later);
     the member's open WebSockets in this hospital close at once.
 
-    A hospital admin cannot remove their own admin role: that would lock the hospital out.
+    A hospital admin cannot remove their own admin role: that would lock the hospital out. When no
+    clinical role is left there, the member's API tokens bound to this hospital are revoked.
     """
     if membership.user_id == getattr(actor, "pk", None) and membership.role == Role.HOSPITAL_ADMIN:
         raise ValidationError("You cannot remove your own administrator role.")
@@ -177,3 +178,13 @@ def deactivate_member(membership: Membership, *, actor: Any = None, request: Htt
             )
             # Open WebSockets of this user re-validate on commit; those in this hospital close.
             announce_access_change(membership.user_id, "membership")
+            # API tokens bound to this hospital open nothing any more once no clinical role is left.
+            clinical_left = Membership.objects.filter(
+                user_id=membership.user_id,
+                hospital=membership.hospital,
+                is_active=True,
+                role__in=(Role.DOCTOR, Role.HOSPITAL_ADMIN),
+            ).exists()
+            if not clinical_left:
+                for token in ApiToken.objects.filter(user_id=membership.user_id, hospital=membership.hospital):
+                    tokens.revoke(token, actor=actor, request=request)

@@ -128,6 +128,19 @@ def test_deactivation_revokes_every_token(world):
     assert audit("api_token.revoke_all")[-1].detail["reason"] == "account_off"
 
 
+def test_removing_the_role_revokes_the_tokens_bound_to_that_hospital(alice_in_both):
+    from apps.accounts.services import deactivate_member
+
+    w = alice_in_both
+    _, bound_a = tokens.create(w.alice, hospital=w.a)
+    _, bound_b = tokens.create(w.alice, hospital=w.b)
+    with scopes_disabled():
+        deactivate_member(w.alice.memberships.get(hospital=w.a), actor=w.carol)
+    assert not ApiToken.objects.filter(hospital=w.a).exists()
+    assert with_token(bound_b).get(patients_url(w.b)).status_code == 200
+    assert audit("api_token.revoke")[-1].actor == w.carol
+
+
 def test_api_logout_revokes_only_this_token(world):
     _, first = tokens.create(world.alice)
     _, second = tokens.create(world.alice)
