@@ -15,7 +15,7 @@ from django_scopes import scopes_disabled
 from apps.accounts import tokens
 from apps.accounts.models import ApiToken, AuditEvent, Role
 from tests.auth import APIClient
-from tests.factories import TEST_PASSWORD, MembershipFactory
+from tests.factories import TEST_PASSWORD, MembershipFactory, UserFactory
 
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -258,3 +258,29 @@ def test_command_binds_to_a_hospital_and_refuses_unknown_ones(world, capsys):
         call_command("create_api_token", world.alice.email, "--hospital", "nowhere")
     with pytest.raises(CommandError, match="for doctors and hospital administrators"):
         call_command("create_api_token", world.paul.email)
+
+
+# --- upgrading from DRF's plain-text tokens ------------------------------------------------------
+
+
+def test_upgrade_drops_the_plain_text_token_table(db, postgres_required):
+    """Migration accounts.0002 on a database that still has DRF's ``authtoken_token`` (created here
+    as DRF's migration made it): the table and the app's migration records are gone."""
+    from importlib import import_module
+
+    from django.db.migrations.recorder import MigrationRecorder
+
+    migration = import_module("apps.accounts.migrations.0002_api_token")
+    legacy = UserFactory(email="legacy@example.org")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'CREATE TABLE "authtoken_token" ("key" varchar(40) PRIMARY KEY, "created" timestamptz NOT NULL, '
+            '"user_id" bigint NOT NULL UNIQUE REFERENCES "accounts_user" ("id"))'
+        )
+        cursor.execute("INSERT INTO authtoken_token VALUES ('0123456789abcdef', now(), %s)", [legacy.pk])
+    recorder = MigrationRecorder(connection)
+    recorder.record_applied("authtoken", "0001_initial")
+    with connection.schema_editor() as editor:
+        migration.drop_plaintext_tokens(None, editor)
+    assert "authtoken_token" not in connection.introspection.table_names()
+    assert not recorder.migration_qs.filter(app="authtoken").exists()
