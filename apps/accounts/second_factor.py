@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
@@ -221,11 +222,15 @@ class SecondFactorMiddleware:
         if not user.is_authenticated or user.is_verified() or self._is_open(request):  # type: ignore[union-attr]
             return self.get_response(request)
         if request.path_info.startswith(MACHINE_PREFIXES):
+            if not needs_verification(user):
+                return self.get_response(request)
             if request.META.get("HTTP_AUTHORIZATION"):
-                return self.get_response(request)  # a token: DRF authenticates it, not this session
-            if needs_verification(user):
-                return JsonResponse({"detail": API_MESSAGE}, status=403)
-            return self.get_response(request)
+                # The header must stand on its own (an API token, a PACS credential): the
+                # half-signed-in session is dropped, so that DRF cannot fall back to it when the
+                # header is of another scheme.
+                request.user = AnonymousUser()
+                return self.get_response(request)
+            return JsonResponse({"detail": API_MESSAGE}, status=403)
         if needs_verification(user):
             return redirect(challenge_url(user, request.get_full_path()))
         return self.get_response(request)

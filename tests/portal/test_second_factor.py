@@ -375,3 +375,21 @@ def test_next_never_leaves_the_site(client, world):
         reverse("accounts:reauthenticate") + "?next=https://evil.example/", {"password": TEST_PASSWORD}
     )
     assert response.status_code == 302 and response["Location"] == reverse("accounts:home")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic Y2Fyb2w6eA==", "Bearer whatever", "Token"],
+    ids=["no-header", "basic", "bearer", "empty-token"],
+)
+def test_a_half_signed_in_session_opens_no_api_whatever_header_it_adds(world, authorization):
+    """An Authorization header that is not an API token must not let DRF fall back to the
+    session: a password without the code opens nothing, on the API or DICOMweb."""
+    client = Client()
+    client.force_login(world.carol, second_factor=False)
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    api = client.get(reverse("api:patient-list", kwargs={"hospital_slug": world.a.slug}), **headers)
+    assert api.status_code in (401, 403), api.content[:200]
+    assert b"A-0001" not in api.content
+    dicomweb = client.get(f"/dicomweb/h/{world.a.slug}/studies", **headers)
+    assert dicomweb.status_code in (401, 403), dicomweb.content[:200]
