@@ -341,7 +341,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def api_token_revoke(request: HttpRequest) -> HttpResponse:
-    token = ApiToken.objects.filter(user=request.user, token_key=request.POST.get("token", "")).first()
+    key = request.POST.get("token", "")
+    token = ApiToken.objects.filter(user=request.user, token_key=key).first() if "\x00" not in key else None
     if token is None:
         raise Http404("No such token.")
     tokens.revoke(token, actor=request.user, request=request)

@@ -120,6 +120,8 @@ class PatientListCreate(ClinicalAPIView, generics.ListCreateAPIView):
             return Patient.objects.none()
         qs = Patient.objects.visible_to(self.tenant)
         query = (self.request.query_params.get("q") or "").strip()
+        if "\x00" in query:
+            raise DjangoValidationError("The search “q” contains a NUL character.")
         if query:
             qs = qs.filter(Q(mrn__icontains=query) | Q(family_name__icontains=query) | Q(given_name__icontains=query))
         return qs.order_by("family_name", "given_name", "mrn")

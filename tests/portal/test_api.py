@@ -114,6 +114,8 @@ def test_patient_list_is_paginated_and_searchable(world):
     assert len(second["results"]) == 7 and second["next"] is None
     found = client.get(url(world, "patient-list"), {"q": "zed07"}).json()
     assert [p["mrn"] for p in found["results"]] == ["P-007"]
+    nul = client.get(url(world, "patient-list"), {"q": "zed\x00"})
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]
 
 
 def test_patient_detail_hides_the_login_link(world, api):

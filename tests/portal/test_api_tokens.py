@@ -233,6 +233,8 @@ def test_page_revokes_one_or_all(client, world):
     client.force_login(world.alice, backend=BACKEND)
     # Someone else's token is not hers to revoke: 404, and it keeps working.
     assert client.post(reverse("accounts:api_token_revoke"), {"token": bobs.token_key}).status_code == 404
+    for odd in ("", "\x00", "x" * 5000):  # no such token, never a 500
+        assert client.post(reverse("accounts:api_token_revoke"), {"token": odd}).status_code == 404
     assert works(bobs_raw, world.a)
     assert client.post(reverse("accounts:api_token_revoke"), {"token": first.token_key}).status_code == 302
     assert not works(first_raw, world.a) and works(second_raw, world.a)
