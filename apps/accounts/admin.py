@@ -15,7 +15,7 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
-from . import audit
+from . import audit, services
 from .models import AuditEvent, Hospital, Membership, Role, User
 from .signals import announce_access_change
 from .tenancy import Tenant, hospitals_administered_by
@@ -321,17 +321,13 @@ class HospitalAdmin(HospitalScopedAdmin):
         return dict(self.prepopulated_fields) if self.is_platform_admin(request) else {}
 
     def save_model(self, request: HttpRequest, obj: Hospital, form: Any, change: bool) -> None:
+        policy_changed = change and "require_doctor_2fa" in form.changed_data
+        required = obj.require_doctor_2fa
+        if policy_changed:
+            obj.require_doctor_2fa = not required  # the service makes (and audits) the change
         super().save_model(request, obj, form, change)
-        if change and "require_doctor_2fa" in form.changed_data:
-            audit.record(
-                "hospital.second_factor_policy",
-                hospital=obj,
-                actor=request.user,
-                obj=obj,
-                request=request,
-                via="admin",
-                require_doctor_2fa=obj.require_doctor_2fa,
-            )
+        if policy_changed:
+            services.set_doctor_second_factor(obj, required, actor=request.user, request=request)
 
 
 @admin.register(Membership)

@@ -188,3 +188,23 @@ def deactivate_member(membership: Membership, *, actor: Any = None, request: Htt
             if not clinical_left:
                 for token in ApiToken.objects.filter(user_id=membership.user_id, hospital=membership.hospital):
                     tokens.revoke(token, actor=actor, request=request)
+
+
+def set_doctor_second_factor(
+    hospital: Hospital, required: bool, *, actor: Any, request: HttpRequest | None = None
+) -> None:
+    """Require (or stop requiring) two-step verification of the hospital's doctors. Signed-in
+    doctors without a code in their session are held at the door from their next request on."""
+    with transaction.atomic():
+        if hospital.require_doctor_2fa == required:
+            return
+        hospital.require_doctor_2fa = required
+        hospital.save(update_fields=["require_doctor_2fa"])
+        audit.record(
+            "hospital.second_factor_policy",
+            hospital=hospital,
+            actor=actor,
+            obj=hospital,
+            request=request,
+            require_doctor_2fa=required,
+        )

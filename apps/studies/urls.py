@@ -19,6 +19,7 @@ urlpatterns = [
     path("admin-tools/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),
     path("admin-tools/members/<int:pk>/unlock/", views.member_unlock, name="member_unlock"),
     path("admin-tools/invitations/<int:pk>/withdraw/", views.invitation_revoke, name="invitation_revoke"),
+    path("admin-tools/second-factor/", views.second_factor_policy, name="second_factor_policy"),
     path("admin-tools/assignments/", views.assignments, name="assignments"),
     path("admin-tools/assignments/<int:pk>/remove/", views.assignment_remove, name="assignment_remove"),
 ]

@@ -342,6 +342,20 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
+def second_factor_policy(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """Whether this hospital's doctors must sign in with two-step verification."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    required = request.POST.get("require_doctor_2fa") == "on"
+    account_services.set_doctor_second_factor(tenant.hospital, required, actor=request.user, request=request)
+    if required:
+        messages.success(request, "Doctors now sign in with a code from an authenticator app too.")
+    else:
+        messages.success(request, "Doctors sign in with their password alone (unless they set up a code).")
+    return redirect("studies:members", hospital_slug=tenant.hospital.slug)
+
+
+@role_required(Role.HOSPITAL_ADMIN)
+@require_POST
 def invitation_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Withdraw a pending invitation (its link stops working)."""
     tenant = request.tenant  # type: ignore[attr-defined]

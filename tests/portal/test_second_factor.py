@@ -238,6 +238,25 @@ def test_api_tokens_need_a_verified_session(world):
     assert client.post(reverse("accounts:api_tokens"), {"name": "x"}).status_code == 200
 
 
+def test_hospital_admin_sets_the_doctors_policy_on_the_members_page(client, world):
+    client.force_login(world.carol)
+    url = reverse("studies:second_factor_policy", args=[world.a.slug])
+    assert client.post(url, {"require_doctor_2fa": "on"}).status_code == 302
+    world.a.refresh_from_db()
+    assert world.a.require_doctor_2fa and second_factor.required_for(world.alice)
+    assert (
+        'name="require_doctor_2fa" checked'
+        in client.get(reverse("studies:members", args=[world.a.slug])).content.decode()
+    )
+    client.post(url, {})
+    world.a.refresh_from_db()
+    assert not world.a.require_doctor_2fa
+    assert [e.detail["require_doctor_2fa"] for e in events("hospital.second_factor_policy")] == [True, False]
+    assert all(e.actor == world.carol and e.hospital == world.a for e in events("hospital.second_factor_policy"))
+    client.force_login(world.alice)
+    assert client.post(url, {"require_doctor_2fa": "on"}).status_code == 403  # doctors cannot
+
+
 # --- the Django admin -----------------------------------------------------------------------------
 
 

@@ -102,6 +102,7 @@ ROUTES = [
     Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:member_unlock", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route("studies:second_factor_policy", method="POST", data=lambda w: {}, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:invitation_revoke", method="POST", kwargs=_invitation_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignments", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:assignments", method="POST", data=_assign_olga, owner=("carol", 302), **ADMIN_ONLY),
