@@ -56,7 +56,10 @@ def parse_stow_body(content_type: str, body: bytes) -> list[Part]:
     if not body or not (body.startswith(delimiter + b"--") or b"\r\n" + delimiter + b"--" in body):
         raise BadRequestBody("The body is not a complete multipart/related body for the boundary given.")
     try:
-        decoded = MultipartDecoder(body, f'multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary="{boundary}"')
+        # Part headers as latin-1, which decodes any byte (the default, UTF-8, raises on some).
+        decoded = MultipartDecoder(
+            body, f'multipart/related; type="{DICOM_MEDIA_TYPE}"; boundary="{boundary}"', encoding="latin-1"
+        )
     except ImproperBodyPartContentException:
         raise BadRequestBody("A part of the multipart body has no header section.") from None
     parts = []

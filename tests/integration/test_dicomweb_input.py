@@ -94,3 +94,12 @@ def test_nul_padding_at_the_end_is_dropped(world, pacs, stow):
     assert response.status_code == 200
     with scopes_disabled():
         assert DicomStudy.objects.get().description == "Chest PA"
+
+
+def test_a_part_header_that_is_not_utf8_is_a_failed_part_not_a_500(world, pacs, stow):
+    body = b"--x\r\nContent-Type: \xff\xfe\r\n\r\nxx\r\n--x--\r\n"
+    response = stow(
+        None, auth=bearer(pacs.a), content_type='multipart/related; type="application/dicom"; boundary=x', body=body
+    )
+    assert response.status_code == 409
+    assert "is not DICOM" in response["Warning"]
