@@ -83,7 +83,7 @@ class StudySerializer(serializers.ModelSerializer):
         user = study.uploaded_by
         if user is None:
             return ""
-        return getattr(user, "full_name", "") or user.email
+        return user.display_name
 
     @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": True})
     def get_diagnosis(self, study: Study) -> dict[str, Any] | None:
