@@ -13,17 +13,25 @@ class NamedErrorsMixin:
     (templates/_error_summary.html) and a screen reader say which field each message is about.
     A message that already starts with the field's label is kept as it is."""
 
+    def add_error(self, field: str | None, error: Any) -> None:
+        """A message added by a view or ``clean()`` names its field too."""
+        if field and isinstance(error, str) and field in self.fields:  # type: ignore[attr-defined]
+            error = _named(self._label(field), error)
+        super().add_error(field, error)  # type: ignore[misc]
+
+    def _label(self, name: str) -> str:
+        field = self.fields[name]  # type: ignore[attr-defined]
+        return str(field.label or name.replace("_", " ").capitalize())
+
     def full_clean(self) -> None:
         super().full_clean()  # type: ignore[misc]
         errors = self._errors  # type: ignore[attr-defined]
         if not errors:
             return
         for name in list(errors):
-            field = self.fields.get(name)  # type: ignore[attr-defined]
-            if field is None:  # non-field errors
-                continue
-            label = str(field.label or name.replace("_", " ").capitalize())
-            errors[name] = ErrorList([_named(label, str(message)) for message in errors[name]])
+            if name not in self.fields:  # type: ignore[attr-defined]
+                continue  # non-field errors
+            errors[name] = ErrorList([_named(self._label(name), str(message)) for message in errors[name]])
 
 
 def _named(label: str, message: str) -> str:

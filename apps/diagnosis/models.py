@@ -564,6 +564,9 @@ class DriftAlert(models.Model):
         return self.acknowledged_at is None
 
 
+#: The specialists' classes that mean "no finding" (the worklist's triage order puts the others first).
+NO_FINDING_LABELS = ("normal", "no_tumor")
+
 #: How people read the model cards' machine labels, where the plain rewrite is not enough.
 LABEL_NAMES = {"no_tumor": "No tumour", "pituitary": "Pituitary tumour"}
 

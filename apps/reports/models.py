@@ -58,7 +58,12 @@ class ReportQuerySet(models.QuerySet["Report"]):
 
     @staticmethod
     def _own_signed(tenant: Tenant) -> Q:
-        return own_rows(tenant) & Q(status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
+        # A study entered in error leaves the patient's view with its reports.
+        return (
+            own_rows(tenant)
+            & Q(status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
+            & Q(study__entered_in_error_at__isnull=True)
+        )
 
 
 class Report(models.Model):

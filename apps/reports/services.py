@@ -58,11 +58,15 @@ class NotAllowed(PermissionDenied):
 
 
 def _require_doctor(doctor: Any, study_or_report: Study | Report) -> None:
-    """Reports are written and signed by doctors of the hospital who care for the patient."""
+    """Reports are written and signed by doctors of the hospital who care for the patient, on
+    studies that are not marked as entered in error."""
     if not is_active_doctor(doctor, study_or_report.hospital_id):
         raise NotAllowed("Only doctors of this hospital can write reports.")
     if not cares_for(doctor, study_or_report.patient):
         raise NotAllowed("Only a doctor caring for this patient can write their reports.")
+    study = study_or_report if isinstance(study_or_report, Study) else study_or_report.study
+    if study.entered_in_error:
+        raise ValidationError("This study was entered in error: no report can be written or signed on it.")
 
 
 def current_report(study: Study) -> Report | None:

@@ -6,6 +6,8 @@ from . import views
 
 app_name = "reports"
 urlpatterns = [
+    # Clinicians: every study they see, by reporting state.
+    path("worklist/", views.worklist, name="worklist"),
     # Doctor: read the image and the AI result, write the report; sign after confirming it.
     path("studies/<int:study_pk>/review/", views.review, name="review"),
     # Staff: every version of a report, amendments, PDFs.

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -35,6 +36,7 @@ from .forms import AmendForm, ReportForm
 from .models import PdfStatus, Report, ReportLocked, ReportStatus
 from .plain import AI_SECTION_TITLE, DIFFERENT_CONCLUSION, patient_summary
 from .timeline import patient_timeline
+from .worklist import STATE_ORDER, ReportingState, WorklistForm, worklist_studies
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +241,59 @@ def amend(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
             request, f"Version {amendment.version} started. Edit it, then sign to replace version {report.version}."
         )
     return redirect(review_url)
+
+
+# --- Worklist (clinicians) ------------------------------------------------------------------
+
+WORKLIST_PAGE_SIZE = 25
+
+
+@role_required(*CLINICAL)
+@require_GET
+def worklist(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+    """Every study the clinician sees with its reporting state: filters, counts per state, order
+    (with the "AI-suspected findings first" triage aid). Studies entered in error are left out
+    unless asked for by state."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form = WorklistForm(request.GET, tenant=tenant)
+    filters = form.cleaned_data if form.is_valid() else {}
+    studies, counts = worklist_studies(tenant, filters)
+    page = Paginator(studies, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    labels = dict(ReportingState.choices)
+    for study in page.object_list:
+        study.reporting_state_label = labels[study.reporting_state]
+    states = [
+        {
+            "value": state.value,
+            "label": state.label,
+            "count": counts.get(state.value, 0),
+            "url": "?" + _query_with(request, state=state.value),
+            "current": filters.get("state") == state.value,
+        }
+        for state in STATE_ORDER
+    ]
+    context = {
+        "form": form,
+        "page": page,
+        "states": states,
+        "all_url": "?" + _query_with(request, state=""),
+        "in_worklist": sum(c for s, c in counts.items() if s != ReportingState.ENTERED_IN_ERROR),
+        "query": _query_with(request),
+        "triage": filters.get("sort") == "triage",
+        "errors": error_items(form),
+    }
+    return render(request, "reports/worklist.html", context, status=400 if form.errors else 200)
+
+
+def _query_with(request: HttpRequest, **changes: str) -> str:
+    """The page's query string without ``page``, with ``changes`` applied (empty = removed)."""
+    params = request.GET.copy()
+    params.pop("page", None)
+    for key, value in changes.items():
+        params.pop(key, None)
+        if value:
+            params[key] = value
+    return params.urlencode()
 
 
 # --- Report pages and downloads ------------------------------------------------------------

@@ -10,11 +10,15 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.validators import RegexValidator
 from django.db.models import QuerySet
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from apps.accounts.models import Hospital, Role
+from imagemedix.forms import NamedErrorsMixin
 
 from .access import active_doctor_ids
 from .models import Patient, Sex
+from .search import matching
 
 ACCEPT = ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"
 
@@ -32,27 +36,85 @@ class PatientChoiceField(forms.ModelChoiceField):
         return f"{obj.family_name.upper()}, {obj.given_name} — MRN {obj.mrn}"
 
 
-class UploadForm(PlainLabelsMixin, forms.Form):
-    """Pick a patient from the caseload and an image file. The file's content is validated by
-    ``apps.studies.validation`` in the view, not here: the form only checks that one was sent."""
+class UploadForm(NamedErrorsMixin, PlainLabelsMixin, forms.Form):
+    """A patient of the caseload and an image file. The patient is found by typing: the page's
+    combobox (static/js/combobox.js) fills ``patient`` with the chosen id; without script, a
+    name or MRN that matches exactly one patient is enough. The file's content is validated by
+    ``apps.studies.validation`` in the view, not here: the form only checks that one was sent.
+    ``confirm_duplicate`` is ticked to upload a file this patient already has."""
 
-    patient = PatientChoiceField(
+    patient_search = forms.CharField(
+        label="Patient",
+        required=False,
+        max_length=100,
+        help_text="Type a name or MRN, then choose the patient from the list.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    patient = forms.ModelChoiceField(
         queryset=Patient.objects.none(),
-        empty_label="Choose a patient…",
-        error_messages={"invalid_choice": "Please choose a patient from your caseload."},
+        required=False,
+        widget=forms.HiddenInput,
+        error_messages={"invalid_choice": "Choose a patient from your caseload."},
     )
     image = forms.FileField(
         label="Image file",
         help_text="PNG, JPEG or DICOM of a chest X-ray or brain MRI, up to 50 MB.",
-        error_messages={"required": "Please choose an image file to upload.", "empty": "The file is empty."},
-        widget=forms.ClearableFileInput(
-            attrs={"accept": ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"}
-        ),
+        error_messages={"required": "Choose an image file to upload.", "empty": "The file is empty."},
+        widget=forms.ClearableFileInput(attrs={"accept": ACCEPT}),
     )
+    confirm_duplicate = forms.BooleanField(label="Upload this file again", required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, patients: QuerySet[Patient], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.patients = patients
         self.fields["patient"].queryset = patients
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.errors.pop("patient", None):  # a tampered or stale id: said at the visible field
+            self.add_error("patient_search", "Choose a patient from your caseload.")
+            return data
+        if data.get("patient"):
+            return data
+        typed = (data.get("patient_search") or "").strip()
+        if not typed:
+            self.add_error("patient_search", "Type a name or MRN and choose the patient this image belongs to.")
+            return data
+        found = list(matching(self.patients, typed)[:2])
+        if len(found) == 1:
+            data["patient"] = found[0]
+        elif found:
+            self.add_error(
+                "patient_search", f"Several patients match “{typed}”: choose one from the list, or type the MRN."
+            )
+        else:
+            self.add_error("patient_search", f"No patient on your caseload matches “{typed}”.")
+        return data
+
+    def ask_to_confirm_duplicate(self, earlier: list[Any]) -> None:
+        """The file is one this patient already has: say so, and offer the box to upload it again."""
+        self.fields["confirm_duplicate"].widget = forms.CheckboxInput()
+        when = ", ".join(date_format(localtime(s.created_at), "j M Y, H:i") for s in earlier[:3])
+        self.add_error(
+            "confirm_duplicate",
+            f"this patient already has this exact file (uploaded {when}). Tick the box to upload it anyway.",
+        )
+
+
+class EnteredInErrorForm(NamedErrorsMixin, PlainLabelsMixin, forms.Form):
+    """Mark a study as entered in error, saying why (kept in the audit trail)."""
+
+    reason = forms.CharField(
+        label="Why was this study entered in error?",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="For example “Wrong patient” or “Not a medical image”. The study is kept on record.",
+        error_messages={"required": "Say why this study was entered in error."},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_id", "error_%s")
+        super().__init__(*args, **kwargs)
 
 
 class PatientForm(PlainLabelsMixin, forms.ModelForm):

@@ -40,6 +40,10 @@ class StudyQuerySet(models.QuerySet["Study"]):
 
         return self.filter(clinical_rows(tenant))
 
+    def in_record(self) -> StudyQuerySet:
+        """Studies that count: those not marked as entered in error."""
+        return self.filter(entered_in_error_at__isnull=True)
+
 
 class Sex(models.TextChoices):
     FEMALE = "F", "Female"
@@ -183,6 +187,13 @@ class Study(models.Model):
     file_sha256 = models.CharField(max_length=64)
     file_key_id = models.CharField(max_length=40)
     file_size = models.PositiveBigIntegerField()
+    # Marked by a doctor as entered in error (wrong patient, wrong file…): it leaves the worklist
+    # and the patient's view; the row, its file and its audit trail stay.
+    entered_in_error_at = models.DateTimeField(null=True, blank=True)
+    entered_in_error_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    entered_in_error_reason = models.TextField(blank=True, max_length=2000)
 
     objects = ScopedManager(models.Manager.from_queryset(StudyQuerySet), hospital="hospital")
 
@@ -202,6 +213,10 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return f"Study #{self.pk} of {self.patient.mrn} ({self.get_status_display()})"
+
+    @property
+    def entered_in_error(self) -> bool:
+        return self.entered_in_error_at is not None
 
     @property
     def is_finished(self) -> bool:

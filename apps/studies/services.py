@@ -9,12 +9,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.dispatch import Signal
 from django.http import HttpRequest
+from django.utils import timezone
 
 from apps.accounts import audit
 from apps.accounts.models import Hospital
 from apps.accounts.tenancy import tenant_scope
 
-from .access import is_active_doctor
+from .access import cares_for, is_active_doctor
 from .models import CareAssignment, Patient, Study, StudyStatus
 from .storage import delete_stored, store_encrypted
 from .validation import ValidatedUpload
@@ -78,6 +79,37 @@ def _after_unassign(hospital_id: int, patient_id: int, doctor_id: int) -> None:
     care_assignment_ended.send(
         sender=CareAssignment, hospital_id=hospital_id, patient_id=patient_id, doctor_id=doctor_id
     )
+
+
+def mark_entered_in_error(study: Study, doctor: Any, *, reason: str, request: HttpRequest | None = None) -> Study:
+    """A doctor caring for the patient marks ``study`` as entered in error (wrong patient, wrong
+    file…), saying why. It leaves the worklist, its reports leave the patient's view and no report
+    can be started on it; nothing is deleted, and the audit trail keeps the event."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Reason: say why this study was entered in error."})
+    if not cares_for(doctor, study.patient):
+        raise ValidationError("Only a doctor caring for this patient can mark their studies as entered in error.")
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk, hospital_id=study.hospital_id)
+        if locked.entered_in_error_at is not None:
+            raise ValidationError("This study is already marked as entered in error.")
+        locked.entered_in_error_at = timezone.now()
+        locked.entered_in_error_by = doctor
+        locked.entered_in_error_reason = reason
+        locked.save(update_fields=["entered_in_error_at", "entered_in_error_by", "entered_in_error_reason"])
+        audit.record(
+            "study.entered_in_error", hospital=locked.hospital, actor=doctor, obj=locked, request=request, reason=reason
+        )
+    for field in ("entered_in_error_at", "entered_in_error_by", "entered_in_error_reason"):
+        setattr(study, field, getattr(locked, field))
+    return study
+
+
+def same_file_studies(patient: Patient, sha256: str) -> list[Study]:
+    """The patient's studies (not entered in error) whose file has this SHA-256: an upload of the
+    same file again asks for confirmation first."""
+    return list(Study.objects.filter(patient=patient, file_sha256=sha256).in_record().order_by("-created_at"))
 
 
 def submit_study(

@@ -92,11 +92,14 @@ MAX_PRIORS = 20
 
 
 def prior_studies(tenant: Tenant, study: Study) -> list[Study]:
-    """Earlier studies of the same patient and image type that the user may see, newest first:
-    what the reading screen offers to compare with. None for a study whose type is not known."""
+    """Earlier studies of the same patient and image type that the user may see, newest first
+    (not those entered in error): what the reading screen offers to compare with. None for a
+    study whose type is not known."""
     if study.modality in (Modality.UNKNOWN, Modality.UNSUPPORTED):
         return []
-    priors = Study.objects.visible_to(tenant).filter(
-        patient_id=study.patient_id, modality=study.modality, created_at__lt=study.created_at
+    priors = (
+        Study.objects.visible_to(tenant)
+        .in_record()
+        .filter(patient_id=study.patient_id, modality=study.modality, created_at__lt=study.created_at)
     )
     return list(priors.select_related("patient", "hospital").order_by("-created_at", "-pk")[:MAX_PRIORS])

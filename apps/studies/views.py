@@ -8,6 +8,7 @@ anything the user may not see) and records an audit event whenever patient data 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from functools import partial
 from typing import Any
@@ -17,7 +18,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -29,13 +30,15 @@ from apps.accounts import services as account_services
 from apps.accounts.models import AuditEvent, Invitation, Membership, Role
 from apps.accounts.tenancy import role_required
 from apps.diagnosis.services import latest_diagnosis
+from imagemedix.forms import error_items
 
 from . import access, auditlog, services
 from .dicom import values_png
 from .downloads import serve_encrypted, serve_study_image
-from .forms import AssignmentForm, AuditFilterForm, InviteForm, PatientForm, SearchForm, UploadForm
+from .forms import AssignmentForm, AuditFilterForm, EnteredInErrorForm, InviteForm, PatientForm, SearchForm, UploadForm
 from .models import CareAssignment, Patient, Study, StudyStatus
 from .params import parse_id
+from .search import matching, patient_label
 from .validation import UploadRejected, validate_upload
 from .viewer import image_title, viewer_config, viewer_layers
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CLINICAL = (Role.DOCTOR, Role.HOSPITAL_ADMIN)
 CASELOAD_PAGE_SIZE = 25
+PATIENT_SEARCH_PAGE = 20
 AUDIT_PAGE_SIZE = 50
 
 
@@ -54,15 +58,6 @@ def _query_without_page(request: HttpRequest) -> str:
     params = request.GET.copy()
     params.pop("page", None)
     return params.urlencode()
-
-
-def _search(patients: QuerySet[Patient], q: str) -> QuerySet[Patient]:
-    """Every word must match a given name, family name or MRN (so "paul potter" finds Paul Potter)."""
-    for word in q.split()[:5]:
-        patients = patients.filter(
-            Q(given_name__icontains=word) | Q(family_name__icontains=word) | Q(mrn__icontains=word)
-        )
-    return patients
 
 
 def _with_latest_study(patients: QuerySet[Patient]) -> QuerySet[Patient]:
@@ -85,7 +80,7 @@ def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     q = form.cleaned_data["q"].strip() if form.is_valid() else ""
     patients = access.caseload(tenant)
     if q:
-        patients = _search(patients, q)
+        patients = matching(patients, q)
     # Count and slice the plain queryset; annotate only the rows of this page.
     page = _page(request, patients.order_by("family_name", "given_name", "mrn"), CASELOAD_PAGE_SIZE)
     annotated = {p.pk: p for p in _with_latest_study(patients.filter(pk__in=[p.pk for p in page.object_list]))}
@@ -163,24 +158,50 @@ def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
             image = form.cleaned_data["image"]
             try:
                 validated = validate_upload(image)
-                study = services.submit_study(
-                    patient, validated, original_filename=image.name, actor=request.user, request=request
-                )
+                earlier = services.same_file_studies(patient, hashlib.sha256(validated.data).hexdigest())
+                if earlier and not form.cleaned_data["confirm_duplicate"]:
+                    form.ask_to_confirm_duplicate(earlier)
+                else:
+                    study = services.submit_study(
+                        patient, validated, original_filename=image.name, actor=request.user, request=request
+                    )
             except UploadRejected as exc:
                 form.add_error("image", exc.messages[0])
-            else:
+            if not form.errors:
                 url = reverse("studies:study_detail", kwargs={"hospital_slug": tenant.hospital.slug, "pk": study.pk})
                 if _wants_json(request):
                     return JsonResponse({"redirect": url, "study": study.pk}, status=201)
                 messages.success(request, "The image was uploaded and is waiting for the AI second read.")
                 return redirect(url)
+        duplicate = "confirm_duplicate" in form.errors
         if _wants_json(request):
-            errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
-            return JsonResponse({"errors": errors}, status=400)
-        status = 400
+            return JsonResponse({"errors": error_items(form), "duplicate": duplicate}, status=409 if duplicate else 400)
+        status = 409 if duplicate else 400
     else:
         form, status = _upload_form_for_link(request, patients)
-    return render(request, "studies/upload.html", {"form": form, "has_patients": patients.exists()}, status=status)
+    context = {"form": form, "has_patients": patients.exists(), "errors": error_items(form)}
+    return render(request, "studies/upload.html", context, status=status)
+
+
+@role_required(*CLINICAL)
+@require_GET
+def patient_search(request: HttpRequest, hospital_slug: str) -> JsonResponse:
+    """The upload page's patient search: the caseload's patients matching ``q`` (name or MRN),
+    ``PATIENT_SEARCH_PAGE`` at a time (``page``), as {results: [{id, label}], next_page}."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    form = SearchForm(request.GET)
+    q = form.cleaned_data["q"].strip() if form.is_valid() else ""
+    patients = matching(access.caseload(tenant), q).order_by("family_name", "given_name", "mrn")
+    page = Paginator(patients, PATIENT_SEARCH_PAGE).get_page(request.GET.get("page"))
+    response = JsonResponse(
+        {
+            "results": [{"id": p.pk, "label": patient_label(p)} for p in page.object_list],
+            "count": page.paginator.count,
+            "next_page": page.next_page_number() if page.has_next() else None,
+        }
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 UPLOAD_LIMITED = "You have uploaded many images in a short time; uploads are paused for a while."
@@ -188,7 +209,8 @@ UPLOAD_LIMITED = "You have uploaded many images in a short time; uploads are pau
 
 def _upload_limited(request: HttpRequest, wait: int) -> HttpResponse:
     if _wants_json(request):
-        response = JsonResponse({"errors": {"__all__": [f"{UPLOAD_LIMITED} Try again in {wait} seconds."]}}, status=429)
+        message = f"{UPLOAD_LIMITED} Try again in {wait} seconds."
+        response = JsonResponse({"errors": [{"message": message, "target": ""}], "duplicate": False}, status=429)
         response["Retry-After"] = str(wait)
         return response
     return ratelimit.too_many(request, UPLOAD_LIMITED, wait)
@@ -205,7 +227,8 @@ def _upload_form_for_link(request: HttpRequest, patients: QuerySet[Patient]) -> 
     except ValidationError as exc:
         messages.error(request, exc.messages[0])
         return UploadForm(patients=patients), 400
-    initial = {"patient": wanted_id} if patients.filter(pk=wanted_id).exists() else {}
+    chosen = patients.filter(pk=wanted_id).first()
+    initial = {"patient": chosen.pk, "patient_search": patient_label(chosen)} if chosen else {}
     return UploadForm(initial=initial, patients=patients), 200
 
 
@@ -214,15 +237,42 @@ def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRespo
     tenant = request.tenant  # type: ignore[attr-defined]
     study = access.get_study(tenant, pk)
     audit.record("study.view", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
+    return render(request, "studies/study_detail.html", _study_context(request, study))
+
+
+def _study_context(request: HttpRequest, study: Study, error_form: EnteredInErrorForm | None = None) -> dict[str, Any]:
     diagnosis = latest_diagnosis(study)
-    context = {
+    return {
         "study": study,
         "patient": study.patient,
         "diagnosis": diagnosis,
         "viewer": viewer_config(study, label=image_title(study)),
         "layers": viewer_layers(study, diagnosis),
+        "can_mark_error": request.tenant.is_doctor  # type: ignore[attr-defined]
+        and not study.entered_in_error
+        and access.cares_for(request.user, study.patient),
+        "error_form": error_form or EnteredInErrorForm(),
+        "errors": error_items(error_form),
     }
-    return render(request, "studies/study_detail.html", context)
+
+
+@role_required(Role.DOCTOR)
+@require_POST
+def entered_in_error(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """Mark a study as entered in error, with a reason: it leaves the worklist and the patient's
+    view; nothing is deleted."""
+    tenant = request.tenant  # type: ignore[attr-defined]
+    study = access.get_study(tenant, pk)
+    form = EnteredInErrorForm(request.POST)
+    if form.is_valid():
+        try:
+            services.mark_entered_in_error(study, request.user, reason=form.cleaned_data["reason"], request=request)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "The study was marked as entered in error. It stays on record.")
+            return redirect("studies:patient_detail", hospital_slug=hospital_slug, pk=study.patient_id)
+    return render(request, "studies/study_detail.html", _study_context(request, study, error_form=form), status=400)
 
 
 def _stored_values(data: bytes, *, stored_min: int) -> tuple[bytes, str]:

@@ -2,7 +2,8 @@
  *
  * Without JavaScript the form posts normally. With it, the file is sent by XHR (header
  * X-Requested-With) so the upload progress can be shown; the server answers JSON:
- * {redirect: url} on success, {errors: {field: [messages]}} with a 400 when refused.
+ * {redirect: url} on success, {errors: [{message, target}], duplicate} with a 400 when refused
+ * (409 when the patient already has this exact file: the page then asks before uploading again).
  * PNG/JPEG are previewed in the browser; DICOM is shown after upload (browsers cannot draw it).
  */
 (function () {
@@ -24,15 +25,66 @@
   var submit = document.getElementById("upload-submit");
   var objectUrl = null;
 
-  function showError(text) {
+  // Problems go in an error summary at the top of the form (as the server renders it:
+  // templates/_error_summary.html), one link per field; forms.js focuses it.
+  function showErrors(items) {
     errors.textContent = "";
-    if (!text) {
+    if (!items || !items.length) {
       return;
     }
-    var div = document.createElement("div");
-    div.className = "error";
-    div.textContent = text;
-    errors.appendChild(div);
+    var box = document.createElement("div");
+    box.className = "error-summary";
+    box.setAttribute("role", "alert");
+    box.setAttribute("tabindex", "-1");
+    box.setAttribute("data-error-summary", "");
+    box.setAttribute("aria-labelledby", "error-summary-title");
+    var title = document.createElement("h2");
+    title.id = "error-summary-title";
+    title.textContent = "There is a problem";
+    box.appendChild(title);
+    var list = document.createElement("ul");
+    items.forEach(function (item) {
+      var li = document.createElement("li");
+      if (item.target) {
+        var a = document.createElement("a");
+        a.href = "#" + item.target;
+        a.setAttribute("data-error-target", item.target);
+        a.textContent = item.message;
+        li.appendChild(a);
+      } else {
+        li.textContent = item.message;
+      }
+      list.appendChild(li);
+    });
+    box.appendChild(list);
+    errors.appendChild(box);
+    document.dispatchEvent(new CustomEvent("imagemedix:errors"));
+  }
+
+  function showError(text) {
+    showErrors(text ? [{ message: text, target: "" }] : []);
+  }
+
+  // The same file is already on record for this patient: ask before uploading it again.
+  function askAboutDuplicate() {
+    if (document.getElementById("id_confirm_duplicate")) {
+      return;
+    }
+    var box = document.createElement("div");
+    box.className = "field duplicate-question";
+    var row = document.createElement("span");
+    row.className = "checkbox-row";
+    var check = document.createElement("input");
+    check.type = "checkbox";
+    check.name = "confirm_duplicate";
+    check.id = "id_confirm_duplicate";
+    var label = document.createElement("label");
+    label.htmlFor = check.id;
+    label.textContent = "Upload this file again";
+    row.appendChild(check);
+    row.appendChild(label);
+    box.appendChild(row);
+    preview.parentNode.insertBefore(box, preview);
   }
 
   function sizeText(bytes) {
@@ -168,11 +220,10 @@
       }
       finish(true);
       if (body && body.errors) {
-        var all = [];
-        Object.keys(body.errors).forEach(function (k) {
-          all = all.concat(body.errors[k]);
-        });
-        showError(all.join(" "));
+        if (body.duplicate) {
+          askAboutDuplicate();
+        }
+        showErrors(body.errors);
       } else if (xhr.status === 413) {
         showError("The file is too large to upload.");
       } else {

@@ -4,6 +4,8 @@ and API writes, each answering 429 with a clear message and Retry-After."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -148,8 +150,12 @@ def test_password_reset_is_limited_per_client_address(world, settings):
 # --- uploads and API writes ---------------------------------------------------------------------------
 
 
+_seeds = itertools.count(1)
+
+
 def upload_page(client, world):
-    image = SimpleUploadedFile("x.png", png_bytes(), content_type="image/png")
+    # A new file each time: the same file twice for a patient asks for confirmation first.
+    image = SimpleUploadedFile("x.png", png_bytes(seed=next(_seeds)), content_type="image/png")
     return client.post(
         reverse("studies:upload", args=[world.a.slug]), {"patient": world.paul_record.pk, "image": image}
     )

@@ -152,14 +152,91 @@ def test_patient_create_refuses_a_duplicate_mrn(client, world):
 # --- Upload -----------------------------------------------------------------------------------
 
 
-def test_upload_form_offers_only_the_caseload(client, world):
+def test_upload_page_names_the_patient_of_the_link(client, world):
     client.force_login(world.alice)
     response = client.get(url("upload", world) + f"?patient={world.paul_record.pk}")
     assert response.status_code == 200
     html = response.content.decode()
-    assert "POTTER, Paul" in html and "Olga" not in html
-    assert f'value="{world.paul_record.pk}" selected' in html
-    assert "upload.js" in html
+    # A searchable field (no list of every patient on the page), the linked patient chosen.
+    assert "<select" not in html and "Olga" not in html
+    assert 'role="combobox"' in html and 'value="POTTER, Paul — MRN A-0001, born' in html
+    assert f'name="patient" value="{world.paul_record.pk}"' in html
+    assert "upload.js" in html and "combobox.js" in html
+
+
+def test_patient_search_finds_only_the_caseload_page_by_page(client, world):
+    from tests.factories import PatientFactory
+
+    with scopes_disabled():
+        for i in range(25):
+            patient = PatientFactory(hospital=world.a, mrn=f"P-{i:03d}", given_name="Pat", family_name=f"Parker{i:02d}")
+            from apps.studies.services import assign_doctor
+
+            assign_doctor(patient, world.alice)
+    client.force_login(world.alice)
+    search = reverse("studies:patient_search", args=[world.a.slug])
+    first = client.get(search, {"q": "park"}).json()
+    assert first["count"] == 25 and len(first["results"]) == 20 and first["next_page"] == 2
+    second = client.get(search, {"q": "park", "page": 2}).json()
+    assert len(second["results"]) == 5 and second["next_page"] is None
+    assert client.get(search, {"q": "potter a-0001"}).json()["results"] == [
+        {"id": world.paul_record.pk, "label": "POTTER, Paul — MRN A-0001, born " + _born(world.paul_record)}
+    ]
+    # Olga is in the hospital but not on Alice's caseload; Bob's caseload is empty.
+    assert client.get(search, {"q": "owens"}).json()["count"] == 0
+    client.force_login(world.bob)
+    assert client.get(search, {"q": "potter"}).json()["count"] == 0
+
+
+def _born(patient) -> str:
+    return f"{patient.birth_date.day} {patient.birth_date:%b %Y}"
+
+
+def test_without_script_a_typed_name_that_matches_one_patient_is_enough(client, world):
+    client.force_login(world.alice)
+    image = SimpleUploadedFile("x.png", png_bytes(), "image/png")
+    response = client.post(url("upload", world), {"patient_search": "Potter", "image": image})
+    assert response.status_code == 302
+    with scopes_disabled():
+        assert Study.objects.get().patient == world.paul_record
+    for typed, message in (
+        ("", "Patient: type a name or MRN and choose the patient this image belongs to."),
+        ("Owens", "Patient: no patient on your caseload matches “Owens”."),
+    ):
+        image = SimpleUploadedFile("x.png", png_bytes(seed=2), "image/png")
+        response = client.post(url("upload", world), {"patient_search": typed, "image": image})
+        assert response.status_code == 400
+        assert f'<a href="#id_patient_search" data-error-target="id_patient_search">{message}</a>' in (
+            response.content.decode().replace("&ldquo;", "“").replace("&rdquo;", "”")
+        )
+
+
+def test_the_same_file_twice_for_a_patient_asks_for_confirmation(client, world):
+    data = png_bytes(seed=7)
+    client.force_login(world.alice)
+    first = client.post(
+        url("upload", world), {"patient": world.paul_record.pk, "image": SimpleUploadedFile("a.png", data)}
+    )
+    assert first.status_code == 302
+    again = client.post(
+        url("upload", world),
+        {"patient": world.paul_record.pk, "image": SimpleUploadedFile("b.png", data)},
+        headers={"X-Requested-With": "XMLHttpRequest"},
+    )
+    assert again.status_code == 409 and again.json()["duplicate"] is True
+    [problem] = again.json()["errors"]
+    assert problem["target"] == "id_confirm_duplicate"
+    assert problem["message"].startswith("Upload this file again: this patient already has this exact file")
+    with scopes_disabled():
+        assert Study.objects.count() == 1
+    # Another patient with the same file is no duplicate; for Paul, confirming uploads it again.
+    confirmed = client.post(
+        url("upload", world),
+        {"patient": world.paul_record.pk, "image": SimpleUploadedFile("b.png", data), "confirm_duplicate": "on"},
+    )
+    assert confirmed.status_code == 302
+    with scopes_disabled():
+        assert Study.objects.count() == 2
 
 
 def test_upload_happy_path_stores_an_encrypted_study(client, world, media_files):
@@ -197,7 +274,8 @@ def test_upload_by_xhr_answers_json(client, world):
         headers={"X-Requested-With": "XMLHttpRequest"},
     )
     assert bad.status_code == 400
-    assert "not a PNG, JPEG or DICOM" in " ".join(bad.json()["errors"]["image"])
+    [problem] = bad.json()["errors"]
+    assert problem["target"] == "id_image" and "not a PNG, JPEG or DICOM" in problem["message"]
 
 
 @pytest.mark.parametrize(
@@ -229,7 +307,7 @@ def test_upload_for_a_patient_outside_the_caseload_is_refused(client, world, med
         {"patient": world.other_a.pk, "image": SimpleUploadedFile("x.png", png_bytes(), "image/png")},
     )
     assert response.status_code == 400
-    assert "choose a patient from your caseload" in response.content.decode()
+    assert "Patient: choose a patient from your caseload." in response.content.decode()
     assert media_files() == []
 
 

@@ -107,7 +107,7 @@ def test_page_upload_without_a_file_says_so(alice_client, world, media_files):
     url = reverse("studies:upload", kwargs={"hospital_slug": world.a.slug})
     response = alice_client.post(url, {"patient": world.paul_record.pk})
     assert response.status_code == 400
-    assert "Please choose an image file" in _message(response, "page")
+    assert "Image file: choose an image file to upload." in _message(response, "page")
     _nothing_left(media_files)
 
 

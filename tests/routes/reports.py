@@ -95,6 +95,9 @@ def _check_portal(response: Any, w: Any) -> None:
 
 
 ROUTES = [
+    # GET /h/st-mary/worklist/ — every study the clinician sees (Bob's list is empty but his own).
+    Route("reports:worklist", unassigned_doctor=200),
+    Route("reports:worklist", label="admin", unassigned_doctor=200, owner=("carol", 200)),
     # GET /h/st-mary/studies/<study_pk>/review/ — the doctor's review screen.
     Route("reports:review", kwargs=_study),
     # POST the same page: save the report draft (then redirect back).

@@ -37,6 +37,10 @@ def _check_values_png(response: Any, w: Any) -> None:
     assert response["Content-Type"] == "image/png" and response.content.startswith(b"\x89PNG")
 
 
+def _check_search(response: Any, w: Any) -> None:
+    assert [r["id"] for r in response.json()["results"]] == [w.paul_record.pk]  # her caseload only
+
+
 def _new_patient(w: Any) -> dict[str, Any]:
     return {
         "mrn": f"MX-{next(_seq):05d}",
@@ -93,6 +97,24 @@ ROUTES = [
     # GET /h/st-mary/studies/<pk>/ and its image.
     Route("studies:study_detail", kwargs=_paul_study),
     Route("studies:study_image", kwargs=_paul_study),
+    # GET /h/st-mary/patients/search.json?q= — the upload page's patient search (one's caseload).
+    Route("studies:patient_search", unassigned_doctor=200, check=_check_search),
+    # POST /h/st-mary/studies/<pk>/entered-in-error/ — a doctor caring for Paul marks his study.
+    Route(
+        "studies:entered_in_error",
+        method="POST",
+        kwargs=_paul_study,
+        data=lambda w: {"reason": "Wrong patient."},
+        owner=("alice", 302),
+    ),
+    Route(
+        "studies:entered_in_error",
+        label="admin",
+        method="POST",
+        kwargs=_paul_study,
+        data=lambda w: {"reason": "Wrong patient."},
+        owner=("carol", 403),
+    ),
     # GET /h/st-mary/studies/<pk>/image/values.png — a DICOM's stored values, for the viewer.
     Route("studies:study_image_values", kwargs=_paul_dicom_study, check=_check_values_png),
     # Hospital admin pages.
