@@ -464,16 +464,37 @@ def _read(instance: DicomInstance) -> bytes:
     return read_encrypted(study.file_name, study.file_sha256)
 
 
-def _retrieve(request: HttpRequest, caller: Caller, found: list[DicomInstance], what: str) -> HttpResponse:
+def _integrity_error(request: HttpRequest, caller: Caller, instance: DicomInstance, exc: Exception) -> JsonResponse:
+    """409 for an instance whose stored file is missing or not the one stored, audited like every
+    encrypted download's (``apps.studies.downloads``); nothing of the file is sent."""
+    log.error("Stored instance %s (study %s) cannot be served: %s", instance.sop_instance_uid, instance.study_id, exc)
+    audit.record(
+        "dicomweb.integrity_error",
+        hospital=caller.hospital,
+        actor=caller.actor,
+        obj=instance.study,
+        request=request,
+        sop_instance_uid=instance.sop_instance_uid,
+        error=str(exc)[:200],
+        **caller.audit_detail,
+    )
+    response = error(409, "A stored instance failed its integrity check and is not sent.")
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _retrieve(request: HttpRequest, caller: Caller, found: list[DicomInstance]) -> HttpResponse:
     if not found:
         return error(404, "Not found.")
     if not _accepts_dicom(request):
         return error(406, 'Instances are sent as multipart/related; type="application/dicom".')
-    try:
-        body, content_type = multipart_related(_read(i) for i in found)
-    except (TamperedFileError, OSError):
-        log.exception("A stored instance of %s failed its integrity check", what)
-        return error(409, "A stored instance failed its integrity check and is not sent.")
+    blobs = []
+    for instance in found:
+        try:
+            blobs.append(_read(instance))
+        except (TamperedFileError, OSError) as exc:
+            return _integrity_error(request, caller, instance, exc)
+    body, content_type = multipart_related(blobs)
     for instance in found:
         audit.record(
             "dicomweb.retrieve",
@@ -499,7 +520,7 @@ def study(request: HttpRequest, caller: Caller, study: str) -> HttpResponse:
         .select_related("study")
         .order_by("series_number", "instance_number", "pk")
     )
-    return _retrieve(request, caller, found, f"study {study}")
+    return _retrieve(request, caller, found)
 
 
 def _instance(caller: Caller, study: str, series: str, instance: str) -> DicomInstance:
@@ -518,7 +539,7 @@ def _instance(caller: Caller, study: str, series: str, instance: str) -> DicomIn
 def instance(request: HttpRequest, caller: Caller, study: str, series: str, instance: str) -> HttpResponse:
     if request.method not in READ_METHODS:
         return _only_get()
-    return _retrieve(request, caller, [_instance(caller, study, series, instance)], f"instance {instance}")
+    return _retrieve(request, caller, [_instance(caller, study, series, instance)])
 
 
 @dicomweb_endpoint
@@ -531,9 +552,8 @@ def rendered(request: HttpRequest, caller: Caller, study: str, series: str, inst
         return error(406, "Rendered instances are sent as image/png or image/jpeg.")
     try:
         png = dicom_display_png(_read(found))
-    except (TamperedFileError, OSError):
-        log.exception("Stored instance %s failed its integrity check", instance)
-        return error(409, "The stored instance failed its integrity check and is not sent.")
+    except (TamperedFileError, OSError) as exc:
+        return _integrity_error(request, caller, found, exc)
     if media_type == "image/jpeg":
         from PIL import Image
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.files.storage import default_storage
 from django_scopes import scopes_disabled
 
+from apps.accounts.models import AuditEvent
 from apps.integration.models import DicomInstance, DicomStudy
 
 from .conftest import bearer
@@ -103,3 +107,32 @@ def test_a_part_header_that_is_not_utf8_is_a_failed_part_not_a_500(world, pacs, 
     )
     assert response.status_code == 409
     assert "is not DICOM" in response["Warning"]
+
+
+@pytest.mark.parametrize("rendition", ["study", "instance", "rendered"])
+def test_a_tampered_instance_is_a_409_without_its_bytes_and_audited(world, pacs, stow, client, rendition):
+    data = chest_xray_dicom(patient_id="A-0001")
+    assert stow([data], auth=bearer(pacs.a)).status_code == 200
+    study, series, instance = uids(data)
+    with scopes_disabled():
+        stored = DicomInstance.objects.select_related("study").get(sop_instance_uid=instance).study
+    with default_storage.open(stored.file_name, "rb") as fh:
+        blob = bytearray(fh.read())
+    blob[-5] ^= 0xFF
+    default_storage.delete(stored.file_name)
+    default_storage.save(stored.file_name, io.BytesIO(bytes(blob)))
+    base = f"/dicomweb/h/{world.a.slug}/studies/{study}"
+    path = {
+        "study": base,
+        "instance": f"{base}/series/{series}/instances/{instance}",
+        "rendered": f"{base}/series/{series}/instances/{instance}/rendered",
+    }[rendition]
+    response = client.get(path, **bearer(pacs.a))
+    assert response.status_code == 409
+    assert response["Cache-Control"] == "private, no-store"
+    assert "integrity check" in response.json()["error"]
+    with scopes_disabled():
+        [event] = AuditEvent.objects.filter(action="dicomweb.integrity_error")
+        assert (event.object_id, event.detail["sop_instance_uid"]) == (str(stored.pk), instance)
+        assert event.detail["credential"] == pacs.a.credential.key_id
+        assert not AuditEvent.objects.filter(action__startswith="dicomweb.retrieve").exists()
