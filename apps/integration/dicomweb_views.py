@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.utils.http import parse_header_parameters
 from django.views.decorators.csrf import csrf_exempt
 from django_scopes import scopes_disabled
+from PIL import Image
 
 from apps.accounts import audit
 from apps.accounts.models import Hospital
@@ -555,8 +556,6 @@ def rendered(request: HttpRequest, caller: Caller, study: str, series: str, inst
     except (TamperedFileError, OSError) as exc:
         return _integrity_error(request, caller, found, exc)
     if media_type == "image/jpeg":
-        from PIL import Image
-
         out = io.BytesIO()
         Image.open(io.BytesIO(png)).save(out, format="JPEG", quality=90)
         body = out.getvalue()

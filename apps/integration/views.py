@@ -112,8 +112,10 @@ def unmatched_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpR
                 )
                 messages.success(request, "The study was discarded; the audit log keeps what was sent and why.")
                 return redirect("integration:unmatched", hospital_slug=tenant.hospital.slug)
-            if action not in ("link", "create"):
-                messages.error(request, "Choose whether to link the study to a patient or to create one.")
+            if action not in ("link", "create", "discard"):
+                messages.error(
+                    request, "Choose whether to link the study to a patient, create the patient, or discard the study."
+                )
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
         status = 400
