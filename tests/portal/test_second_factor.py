@@ -16,7 +16,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_scopes import scopes_disabled
 
-from apps.accounts import reauth, second_factor
+from apps.accounts import reauth, second_factor, tokens
 from apps.accounts.models import AuditEvent
 from apps.accounts.tenancy import session_user
 from apps.reports.models import Report, ReportStatus
@@ -412,3 +412,14 @@ def test_a_half_signed_in_session_opens_no_api_whatever_header_it_adds(world, au
     assert b"A-0001" not in api.content
     dicomweb = client.get(f"/dicomweb/h/{world.a.slug}/studies", **headers)
     assert dicomweb.status_code in (401, 403), dicomweb.content[:200]
+
+
+def test_a_real_api_token_still_works_beside_a_half_signed_in_session(world):
+    _, raw = tokens.create(world.carol)
+    client = Client()
+    client.force_login(world.carol, second_factor=False)
+    response = client.get(
+        reverse("api:patient-list", kwargs={"hospital_slug": world.a.slug}), HTTP_AUTHORIZATION=f"Token {raw}"
+    )
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
