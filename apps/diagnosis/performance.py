@@ -46,7 +46,7 @@ from .models import (
     Task,
     VersionPerformance,
 )
-from .stats import histogram_quantile, wilson_interval
+from .stats import histogram, histogram_quantile, wilson_interval
 
 #: Latency bins (milliseconds) of ``VersionPerformance.latency_histogram``.
 LATENCY_EDGES_MS: tuple[float, ...] = (0, 50, 100, 200, 400, 800, 1600, 3200, 6400, math.inf)
@@ -121,8 +121,6 @@ class _Tally:
             row[2] += int(kept)
 
     def row(self, hospital_id: int, version_id: int, arm: str, week: dt.date, now: dt.datetime) -> VersionPerformance:
-        from .stats import histogram
-
         return VersionPerformance(
             hospital_id=hospital_id,
             model_version_id=version_id,
