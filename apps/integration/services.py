@@ -13,8 +13,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -446,16 +449,20 @@ def fhir_endpoint(hospital: Hospital) -> dict[str, str] | None:
     return endpoint if endpoint and endpoint.get("url") else None
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A FHIR server's redirect is an answer, not a place to go: urllib would turn the POST into a
+    GET (a 200 that stored nothing) and carry the Authorization header to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def send_report_fhir(report: Any, endpoint: dict[str, str], *, attempt: int) -> int:
     """POST the signed report as a FHIR transaction Bundle to ``endpoint``; returns the HTTP status.
 
     Raises ``FhirEndpointError`` when the server is unreachable or answers other than 2xx (the
     caller retries); every outcome is audited, without the endpoint's credentials.
     """
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit
-
     from .fhir import FHIR_MEDIA_TYPE, report_bundle
 
     url = endpoint["url"].rstrip("/")
@@ -468,7 +475,8 @@ def send_report_fhir(report: Any, endpoint: dict[str, str], *, attempt: int) -> 
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - scheme checked
     host = urlsplit(url).netloc
     try:
-        with urllib.request.urlopen(request, timeout=settings.FHIR_EXPORT_TIMEOUT) as response:  # noqa: S310
+        opener = urllib.request.build_opener(_NoRedirects)
+        with opener.open(request, timeout=settings.FHIR_EXPORT_TIMEOUT) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

@@ -91,7 +91,7 @@ def test_a_signed_then_amended_report_is_final_then_amended(client, world):
     assert device["identifier"][0]["value"] == "router:reports-test+chest:reports-test"
 
     with scopes_disabled():
-        amendment = report_services.amend_report(v1, world.alice)
+        amendment = report_services.amend_report(v1, world.alice, reason="The label was revised.")
         report_services.save_draft(
             amendment, world.alice, findings="", impression="Viral pattern on review.", final_label="viral_pneumonia"
         )

@@ -29,6 +29,8 @@ class StandInFhirServer:
     def __init__(self, statuses: list[int]):
         self.statuses = list(statuses)
         self.received: list[tuple[dict[str, str], dict]] = []
+        #: Headers of each GET: what a client that follows a redirect sends (it never should).
+        self.followed: list[dict[str, str]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,9 +39,16 @@ class StandInFhirServer:
                 server.received.append((dict(self.headers), json.loads(body)))
                 status = server.statuses.pop(0) if server.statuses else 200
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Type", "application/fhir+json")
                 self.end_headers()
                 self.wfile.write(b'{"resourceType": "Bundle", "type": "transaction-response"}')
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                server.followed.append(dict(self.headers))
+                self.send_response(200)
+                self.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -111,7 +120,7 @@ def test_signing_sends_the_report_and_its_amendment_to_the_fhir_server(
         }
 
         with django_capture_on_commit_callbacks(execute=True), scopes_disabled():
-            amendment = report_services.amend_report(report, world.alice)
+            amendment = report_services.amend_report(report, world.alice, reason="The label was revised.")
             report_services.save_draft(
                 amendment, world.alice, findings="", impression="Revised.", final_label="bacterial_pneumonia"
             )
@@ -135,6 +144,21 @@ def test_a_refusing_server_is_retried_then_takes_the_report(world, fhir_server):
         errors = AuditEvent.objects.filter(action="report.fhir_export_error").order_by("id")
         assert [(e.detail["attempt"], e.detail["status"]) for e in errors] == [(1, 503), (2, 500)]
         assert AuditEvent.objects.get(action="report.fhir_export").detail["attempt"] == 3
+
+
+@pytest.mark.parametrize("redirect", [301, 302, 303, 307])
+def test_a_redirect_is_not_followed_and_not_taken_for_success(world, fhir_server, redirect):
+    """Following it would turn the POST into a GET (a 200 that stored nothing) and carry the
+    endpoint's Authorization to wherever the redirect points."""
+    report = _signed(world, render_pdf=True)
+    with fhir_server([redirect]) as server:
+        export_report_fhir.apply(kwargs={"hospital_id": world.a.pk, "report_id": report.pk})
+    assert server.followed == []
+    assert len(server.received) == 2  # the redirect, then the retry that is taken
+    with scopes_disabled():
+        [error] = AuditEvent.objects.filter(action="report.fhir_export_error")
+        assert error.detail["status"] == redirect
+        assert AuditEvent.objects.get(action="report.fhir_export").detail["attempt"] == 2
 
 
 def test_a_server_that_never_takes_it_ends_in_an_audited_failure(world, fhir_server):
