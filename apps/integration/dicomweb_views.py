@@ -222,9 +222,11 @@ def _store(request: HttpRequest, caller: Caller) -> HttpResponse:
     )
     response = JsonResponse(body_json, status=status, content_type=DICOM_JSON_MEDIA_TYPE)
     if failed:
-        # PS3.18: a 299 Warning per problem, so the sender's log says why in words.
+        # PS3.18: a 299 Warning per problem, so the sender's log says why in words. A reason may
+        # quote the instance (its transfer syntax): one line, no quote that ends the text early.
         response["Warning"] = ", ".join(
-            '299 ImageMedix "{}"'.format(o.reason.replace('"', "'").replace("\\", "/")) for o in failed[:10]
+            '299 ImageMedix "{}"'.format(" ".join(o.reason.split()).replace('"', "'").replace("\\", "/"))
+            for o in failed[:10]
         )
     return response
 

@@ -136,3 +136,11 @@ def test_a_tampered_instance_is_a_409_without_its_bytes_and_audited(world, pacs,
         assert (event.object_id, event.detail["sop_instance_uid"]) == (str(stored.pk), instance)
         assert event.detail["credential"] == pacs.a.credential.key_id
         assert not AuditEvent.objects.filter(action__startswith="dicomweb.retrieve").exists()
+
+
+def test_a_reason_that_quotes_a_line_break_from_the_instance_stays_one_warning_line(world, pacs, stow):
+    data = chest_xray_dicom().replace(b"1.2.840.10008.1.2.1\x00", b"1.2.8\r\nX-Evil: 1.23 ", 1)  # same length
+    response = stow([data], auth=bearer(pacs.a))
+    assert response.status_code == 409
+    assert response["Warning"] == '299 ImageMedix "Transfer syntax 1.2.8 X-Evil: 1.23 is not supported."'
+    assert not response.has_header("X-Evil")
