@@ -14,7 +14,8 @@
  * y = (x - (centre - width / 2)) / width, through a lookup table over the codes.
  *
  * The state is mirrored on the viewer element for tests and tools: data-scale (device pixels per
- * image pixel), data-pan-x / data-pan-y (device pixels), data-window-center, data-window-width,
+ * image pixel), data-zoom (relative to "fit"), data-center-x / -y (the image point in the middle,
+ * as fractions), data-pan-x / data-pan-y (device pixels), data-window-center, data-window-width,
  * data-invert, data-heatmap, data-tool, data-measurements (JSON of lengths), data-ready.
  */
 (function () {
@@ -522,7 +523,11 @@
   // one), and put the description in the status line when a gesture ends.
   Viewer.prototype.changed = function (fromUser, announcement) {
     var r = this.root;
+    var view = this.relativeView();
     r.setAttribute("data-scale", this.scale.toFixed(4));
+    r.setAttribute("data-zoom", view.zoom.toFixed(4));
+    r.setAttribute("data-center-x", view.cx.toFixed(4));
+    r.setAttribute("data-center-y", view.cy.toFixed(4));
     r.setAttribute("data-pan-x", this.tx.toFixed(1));
     r.setAttribute("data-pan-y", this.ty.toFixed(1));
     r.setAttribute("data-window-center", String(round(this.center, 3)));
