@@ -278,13 +278,16 @@ def home_url_for(membership: Membership) -> str:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """One hospital: go straight there. Several: pick one. None: say so."""
+    """One hospital: go straight there. Several: pick one. None: the platform admin goes on to the
+    admin; anyone else is told to ask for access."""
     memberships = list(
         Membership.objects.filter(user=request.user, is_active=True, hospital__is_active=True)
         .select_related("hospital")
         .order_by("hospital__name", "role")
     )
     hospitals = {m.hospital_id for m in memberships}
+    if not hospitals and request.user.is_staff:  # a platform admin: their work is in the admin
+        return redirect("admin:index")
     if len(hospitals) == 1:
         staff = [m for m in memberships if m.role != Role.PATIENT]
         return redirect(home_url_for(staff[0] if staff else memberships[0]))

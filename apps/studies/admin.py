@@ -13,7 +13,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.accounts import audit
-from apps.accounts.admin import TenantOwnedAdmin
+from apps.accounts.admin import TenantOwnedAdmin, admin_hospital_ids
+from apps.accounts.models import Membership, Role
 
 from . import services
 from .access import is_active_doctor
@@ -105,6 +106,16 @@ class CareAssignmentAdmin(TenantOwnedAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "doctor":
+            # Only doctors: the hospital's people also include its patients and its admins.
+            doctors = Membership.objects.filter(role=Role.DOCTOR, is_active=True, user__is_active=True)
+            if not self.is_platform_admin(request):
+                doctors = doctors.filter(hospital__in=admin_hospital_ids(request))
+            field.queryset = field.queryset.filter(pk__in=doctors.values("user_id"))
+        return field
 
     def save_model(self, request: HttpRequest, obj: CareAssignment, form: Any, change: bool) -> None:
         assignment = services.assign_doctor(obj.patient, obj.doctor, actor=request.user, request=request)

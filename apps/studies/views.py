@@ -417,6 +417,18 @@ def invitation_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> Http
     return redirect("studies:members", hospital_slug=tenant.hospital.slug)
 
 
+def _confirm(request: HttpRequest, *, question: str, consequence: str, button: str, cancel: str) -> HttpResponse:
+    """The page that asks before an action takes effect: it posts the same form back with confirm=yes."""
+    context = {
+        "question": question,
+        "consequence": consequence,
+        "button": button,
+        "action": request.path,
+        "cancel_url": cancel,
+    }
+    return render(request, "studies/confirm.html", context)
+
+
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
 def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
@@ -424,6 +436,16 @@ def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> Http
     membership = Membership.objects.filter(hospital=tenant.hospital, pk=pk).select_related("user").first()
     if membership is None:
         raise Http404("No such membership.")
+    role, name = membership.get_role_display().lower(), membership.user.display_name
+    if request.POST.get("confirm") != "yes":
+        return _confirm(
+            request,
+            question=f"Remove the {role} role of {name}?",
+            consequence=f"{name} can no longer work here as {role}; open pages and sockets end. "
+            "The role can be given again later.",
+            button="Remove the role",
+            cancel=reverse("studies:members", args=[hospital_slug]),
+        )
     try:
         account_services.deactivate_member(membership, actor=request.user, request=request)
     except ValidationError as exc:
@@ -477,6 +499,16 @@ def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 def assignment_remove(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
     assignment = access.get_care_assignment(tenant, pk)
+    patient, doctor = assignment.patient.full_name, assignment.doctor.display_name
+    if request.POST.get("confirm") != "yes":
+        return _confirm(
+            request,
+            question=f"Take {patient} off the caseload of {doctor}?",
+            consequence=f"{doctor} will no longer see {patient}'s studies and reports, and their conversation "
+            "closes. The assignment can be made again later.",
+            button="Unassign",
+            cancel=reverse("studies:assignments", args=[hospital_slug]),
+        )
     services.unassign_doctor(assignment.patient, assignment.doctor, actor=request.user, request=request)
     messages.success(
         request, f"{assignment.patient.full_name} was taken off the caseload of {assignment.doctor.display_name}."

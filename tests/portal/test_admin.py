@@ -3,6 +3,8 @@ rows; a platform admin sees everything; audit events are read-only for everyone.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from django_scopes import scopes_disabled
@@ -111,6 +113,14 @@ def test_assignment_in_the_admin_grants_the_doctor_access(client, carol_staff):
         assert AuditEvent.objects.filter(action="care.assign", actor=w.carol).exists()
     refused = client.post(reverse("admin:studies_careassignment_add"), {"patient": w.other_a.pk, "doctor": w.paul.pk})
     assert refused.status_code == 200  # Paul is a patient, not a doctor
+
+
+def test_the_doctor_list_of_an_assignment_offers_only_the_hospitals_doctors(client, carol_staff):
+    w = carol_staff
+    html = client.get(reverse("admin:studies_careassignment_add")).content.decode()
+    doctors = re.search(r'<select name="doctor".*?</select>', html, re.S).group(0)
+    offered = set(map(int, re.findall(r'<option value="(\d+)"', doctors)))
+    assert offered == {w.alice.pk, w.bob.pk}  # not Paul (patient), Carol (admin) or Dora (hospital B)
 
 
 def test_audit_events_are_read_only_even_for_platform_admins(client, world):

@@ -136,7 +136,7 @@ def test_care_assign_and_unassign_are_audited(client, world):
     assert_event(event, actor=world.carol, hospital=world.a)
     assert event.detail == {"doctor": world.bob.pk, "patient": world.other_a.pk}
 
-    response = client.post(page(world, "assignment_remove", pk=assignment.pk))
+    response = client.post(page(world, "assignment_remove", pk=assignment.pk), {"confirm": "yes"})
     assert response.status_code == 302
     event = the_event("care.unassign")
     assert_event(event, actor=world.carol, hospital=world.a, obj=world.other_a)

@@ -122,3 +122,12 @@ def test_logout_needs_post_and_ends_the_session(client, world, login_url):
     assert is_logged_in(client)
     assert client.post(reverse("accounts:logout")).status_code == 302
     assert not is_logged_in(client)
+
+
+def test_a_platform_admin_without_a_hospital_lands_in_the_admin(client, db):
+    from tests.factories import UserFactory
+
+    root = UserFactory(email="root@imagemedix.example", is_staff=True, is_superuser=True)
+    client.force_login(root)
+    response = client.get(reverse("accounts:home"))
+    assert response.status_code == 302 and response["Location"] == reverse("admin:index")

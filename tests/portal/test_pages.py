@@ -375,15 +375,19 @@ def test_audit_log_is_for_hospital_admins_only(client, world):
 def test_admin_deactivates_a_membership_but_not_their_own(client, world):
     client.force_login(world.carol)
     bob_m = Membership.objects.get(user=world.bob, hospital=world.a)
-    assert client.post(url("member_deactivate", world, pk=bob_m.pk)).status_code == 302
+    asked = client.post(url("member_deactivate", world, pk=bob_m.pk))  # asks first, changes nothing
+    assert asked.status_code == 200 and "Remove the doctor role of Dr Bob Brown?" in asked.content.decode()
+    bob_m.refresh_from_db()
+    assert bob_m.is_active
+    assert client.post(url("member_deactivate", world, pk=bob_m.pk), {"confirm": "yes"}).status_code == 302
     bob_m.refresh_from_db()
     assert not bob_m.is_active
     own = Membership.objects.get(user=world.carol, hospital=world.a)
-    client.post(url("member_deactivate", world, pk=own.pk))
+    client.post(url("member_deactivate", world, pk=own.pk), {"confirm": "yes"})
     own.refresh_from_db()
     assert own.is_active
     dora_m = Membership.objects.get(user=world.dora, hospital=world.b)
-    assert client.post(url("member_deactivate", world, pk=dora_m.pk)).status_code == 404
+    assert client.post(url("member_deactivate", world, pk=dora_m.pk), {"confirm": "yes"}).status_code == 404
 
 
 def test_admin_assigns_and_unassigns_a_doctor(client, world):
@@ -395,7 +399,9 @@ def test_admin_assigns_and_unassigns_a_doctor(client, world):
     client.force_login(world.carol)
     with scopes_disabled():
         assignment = CareAssignment.objects.get(patient=world.other_a, doctor=world.bob)
-    assert client.post(url("assignment_remove", world, pk=assignment.pk)).status_code == 302
+    asked = client.post(url("assignment_remove", world, pk=assignment.pk))  # asks first
+    assert asked.status_code == 200 and "Take Olga Owens off the caseload of Dr Bob Brown?" in asked.content.decode()
+    assert client.post(url("assignment_remove", world, pk=assignment.pk), {"confirm": "yes"}).status_code == 302
     client.force_login(world.bob)
     assert client.get(url("patient_detail", world, pk=world.other_a.pk)).status_code == 404
 

@@ -80,6 +80,10 @@ def _assignment_of_a(w: Any) -> dict[str, Any]:
     return {"pk": assign_doctor(w.other_a, w.alice).pk}
 
 
+def _confirmed(w: Any) -> dict[str, Any]:
+    return {"confirm": "yes"}
+
+
 ADMIN_ONLY = {"patient": 403, "unassigned_doctor": 403, "other_hospital_doctor": 404}
 
 ROUTES = [
@@ -122,11 +126,42 @@ ROUTES = [
     Route("studies:audit_export", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:members", method="POST", data=_new_member, owner=("carol", 302), **ADMIN_ONLY),
-    Route("studies:member_deactivate", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route(
+        "studies:member_deactivate",
+        method="POST",
+        kwargs=_membership_of_a,
+        data=_confirmed,
+        owner=("carol", 302),
+        **ADMIN_ONLY,
+    ),
+    # Without confirm=yes: the page that asks first.
+    Route(
+        "studies:member_deactivate",
+        label="asks first",
+        method="POST",
+        kwargs=_membership_of_a,
+        owner=("carol", 200),
+        **ADMIN_ONLY,
+    ),
     Route("studies:member_unlock", method="POST", kwargs=_membership_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:second_factor_policy", method="POST", data=lambda w: {}, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:invitation_revoke", method="POST", kwargs=_invitation_of_a, owner=("carol", 302), **ADMIN_ONLY),
     Route("studies:assignments", owner=("carol", 200), **ADMIN_ONLY),
     Route("studies:assignments", method="POST", data=_assign_olga, owner=("carol", 302), **ADMIN_ONLY),
-    Route("studies:assignment_remove", method="POST", kwargs=_assignment_of_a, owner=("carol", 302), **ADMIN_ONLY),
+    Route(
+        "studies:assignment_remove",
+        method="POST",
+        kwargs=_assignment_of_a,
+        data=_confirmed,
+        owner=("carol", 302),
+        **ADMIN_ONLY,
+    ),
+    Route(
+        "studies:assignment_remove",
+        label="asks first",
+        method="POST",
+        kwargs=_assignment_of_a,
+        owner=("carol", 200),
+        **ADMIN_ONLY,
+    ),
 ]
