@@ -248,6 +248,14 @@ def amend(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
 WORKLIST_PAGE_SIZE = 25
 
 
+class CountedPaginator(Paginator):
+    """A paginator told its total (the worklist has it from its counts per state): no COUNT query."""
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int) -> None:
+        super().__init__(object_list, per_page)
+        self.__dict__["count"] = count  # fills Paginator.count, a cached property
+
+
 @role_required(*CLINICAL)
 @require_GET
 def worklist(request: HttpRequest, hospital_slug: str) -> HttpResponse:
@@ -258,7 +266,9 @@ def worklist(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     form = WorklistForm(request.GET, tenant=tenant)
     filters = form.cleaned_data if form.is_valid() else {}
     studies, counts = worklist_studies(tenant, filters)
-    page = Paginator(studies, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    in_worklist = sum(c for s, c in counts.items() if s != ReportingState.ENTERED_IN_ERROR)
+    total = counts.get(filters["state"], 0) if filters.get("state") else in_worklist
+    page = CountedPaginator(studies, WORKLIST_PAGE_SIZE, count=total).get_page(request.GET.get("page"))
     labels = dict(ReportingState.choices)
     for study in page.object_list:
         study.reporting_state_label = labels[study.reporting_state]
@@ -277,7 +287,7 @@ def worklist(request: HttpRequest, hospital_slug: str) -> HttpResponse:
         "page": page,
         "states": states,
         "all_url": "?" + _query_with(request, state=""),
-        "in_worklist": sum(c for s, c in counts.items() if s != ReportingState.ENTERED_IN_ERROR),
+        "in_worklist": in_worklist,
         "query": _query_with(request),
         "triage": filters.get("sort") == "triage",
         "errors": error_items(form),

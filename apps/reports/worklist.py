@@ -15,7 +15,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.db import models
-from django.db.models import Case, Count, Exists, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -61,7 +61,9 @@ TRIAGE_FINDING, TRIAGE_UNSURE, TRIAGE_NO_FINDING, TRIAGE_NO_READ = 0, 1, 2, 3
 def with_reporting_state(studies: QuerySet[Study]) -> QuerySet[Study]:
     """``studies`` annotated with ``reporting_state`` (a ``ReportingState`` value) and
     ``triage`` (a tier of the newest AI read, for the "AI-suspected findings first" order)."""
-    reports = Report.objects.filter(hospital_id=OuterRef("hospital_id"), study_id=OuterRef("pk"))
+    # Unordered (Report's default order would join the study again) and only EXISTS tests, which
+    # PostgreSQL answers from the partial unique indexes on draft and signed reports.
+    reports = Report.objects.filter(hospital_id=OuterRef("hospital_id"), study_id=OuterRef("pk")).order_by()
     newest_read = Diagnosis.objects.filter(hospital_id=OuterRef("hospital_id"), study_id=OuterRef("pk")).order_by(
         "-created_at", "-pk"
     )
@@ -75,21 +77,41 @@ def with_reporting_state(studies: QuerySet[Study]) -> QuerySet[Study]:
     ).values("tier")[:1]
     return studies.annotate(
         has_draft=Exists(reports.filter(status=ReportStatus.DRAFT)),
-        signed_version=Subquery(reports.filter(status=ReportStatus.SIGNED).values("version")[:1]),
+        has_amendment=Exists(reports.filter(status=ReportStatus.SIGNED, version__gt=1)),
+        has_signed=Exists(reports.filter(status=ReportStatus.SIGNED)),
         triage=Coalesce(Subquery(tier), Value(TRIAGE_NO_READ)),
     ).annotate(
         reporting_state=Case(
-            When(entered_in_error_at__isnull=False, then=Value(ReportingState.ENTERED_IN_ERROR.value)),
-            When(has_draft=True, then=Value(ReportingState.DRAFT.value)),
-            When(signed_version__gt=1, then=Value(ReportingState.AMENDED.value)),
-            When(signed_version=1, then=Value(ReportingState.SIGNED.value)),
-            When(status=StudyStatus.FAILED, then=Value(ReportingState.FAILED.value)),
-            When(status=StudyStatus.REFUSED, then=Value(ReportingState.REFUSED.value)),
-            When(status__in=[StudyStatus.DONE, StudyStatus.UNSURE], then=Value(ReportingState.NEEDS_REPORT.value)),
+            *(When(condition, then=Value(state.value)) for state, condition in _STATE_RULES),
             default=Value(ReportingState.AWAITING_AI.value),
             output_field=models.CharField(),
         )
     )
+
+
+#: The reporting state's rules, in order (the first that holds decides; none: awaiting AI), over
+#: the annotations of ``with_reporting_state``. Both the ``reporting_state`` annotation and the
+#: filter by state (``in_state``) are built from this one list.
+_STATE_RULES = [
+    (ReportingState.ENTERED_IN_ERROR, Q(entered_in_error_at__isnull=False)),
+    (ReportingState.DRAFT, Q(has_draft=True)),
+    (ReportingState.AMENDED, Q(has_amendment=True)),
+    (ReportingState.SIGNED, Q(has_signed=True)),
+    (ReportingState.FAILED, Q(status=StudyStatus.FAILED)),
+    (ReportingState.REFUSED, Q(status=StudyStatus.REFUSED)),
+    (ReportingState.NEEDS_REPORT, Q(status__in=[StudyStatus.DONE, StudyStatus.UNSURE])),
+]
+
+
+def in_state(state: str) -> Q:
+    """The filter for one reporting state, as plain conditions (the database estimates those well,
+    unlike a comparison with the CASE expression): its rule holds and no earlier rule does."""
+    earlier = Q()
+    for candidate, condition in _STATE_RULES:
+        if candidate == state:
+            return condition & ~earlier if earlier else condition
+        earlier |= condition
+    return ~earlier
 
 
 SORTS = {
@@ -157,7 +179,7 @@ def worklist_studies(tenant: Tenant, filters: dict[str, Any]) -> tuple[QuerySet[
     counts = dict(studies.order_by().values_list("reporting_state").annotate(n=Count("pk")))
     state = filters.get("state")
     if state:
-        studies = studies.filter(reporting_state=state)
+        studies = studies.filter(in_state(state))
     else:
         studies = studies.in_record()
     order = SORTS[filters.get("sort") or "newest"][1]
