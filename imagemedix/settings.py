@@ -229,7 +229,7 @@ if not DEBUG:
 # Content-Security-Policy: only this site's own files run or style pages. No inline scripts or
 # event handlers anywhere (templates load static/js/*.js); no <style> elements. Inline style
 # *attributes* stay allowed (style-src-attr) for the few computed sizes the templates write
-# (probability bar widths, the region-of-interest box): they carry escaped numbers, cannot hold
+# (probability bar widths): they carry escaped numbers, cannot hold
 # selectors (so no CSS-based data exfiltration) and load nothing (img-src still applies).
 # connect-src also names the request's own ws(s):// origin (imagemedix/headers.py).
 CONTENT_SECURITY_POLICY = {
