@@ -5,10 +5,19 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from apps.diagnosis.pipeline import TwoStagePipeline, load_artifact
-from apps.diagnosis.pipeline.training import TASK_LABELS, evaluate, near_duplicate_groups, train, validation_mask
+from apps.diagnosis.pipeline.training import (
+    TASK_LABELS,
+    batched_augment,
+    evaluate,
+    near_duplicate_groups,
+    resolve_device,
+    train,
+    validation_mask,
+)
 
 
 def _folder(root, labels, per_class, seed, name_fmt="img{i}_{label}.png"):
@@ -69,6 +78,50 @@ def test_second_training_gets_a_new_version(chest_folder, tmp_path):
 def test_unknown_training_option_is_refused(chest_folder, tmp_path):
     with pytest.raises(TypeError):
         train("chest", chest_folder, tmp_path / "w", epochs=1, learning_rate_typo=3)
+
+
+def test_device_option_is_checked(chest_folder, tmp_path, monkeypatch):
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device must be"):
+        train("chest", chest_folder, tmp_path / "w", epochs=1, device="gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        train("chest", chest_folder, tmp_path / "w", epochs=1, device="cuda")
+    assert not (tmp_path / "w").exists()
+
+
+def test_listed_validation_names_fix_the_validation_set(chest_folder, tmp_path):
+    """A model trained on a re-encoded copy of train/ is validated on exactly the listed images."""
+    chosen = ["person00_x_0.png", "person11_x_1.png", "person22_x_2.png"]
+    listed = tmp_path / "validation.txt"
+    listed.write_text("\n".join(chosen) + "\n")
+    kwargs = dict(epochs=1, img_size=32, batch_size=4, pretrained=None, bf16=False, log=lambda *_: None)
+    card = json.loads(
+        (train("chest", chest_folder, tmp_path / "w", validation_names=listed, **kwargs) / "card.json").read_text()
+    )
+    assert card["validation_metrics"]["n"] == 3
+    assert card["training"]["validation"].startswith("listed in validation.txt (3 images")
+    listed.write_text("person00_x_0.png\nnot_in_train.png\n")
+    with pytest.raises(ValueError, match="not training images"):
+        train("chest", chest_folder, tmp_path / "w", validation_names=listed, **kwargs)
+
+
+def test_batched_augment_varies_each_image_and_keeps_the_range():
+    """The GPU twin of the torchvision augmentation (runs on any device): one random geometry and
+    contrast per image, values stay in [0, 1], the image is not wiped out."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
+    batch = (0.2 + 0.6 * xx * yy).expand(16, 1, 48, 48).contiguous()
+    out = batched_augment(batch, flip=True, scale_min=0.75)
+    assert out.shape == batch.shape and out.dtype == torch.float32
+    assert 0 <= float(out.min()) and float(out.max()) <= 1
+    flat = out.flatten(1)
+    assert float(torch.cdist(flat, flat).triu(1).max()) > 0 and (flat[1:] != flat[:1]).any(1).all()
+    # most of each image still holds the picture (borders from rotation and shift are small)
+    assert float((out > 0.05).float().mean()) > 0.85
+    unflipped = batched_augment(batch, flip=False, scale_min=0.75).mean(0)
+    assert torch.corrcoef(torch.stack([unflipped.flatten(), batch[0].flatten()]))[0, 1] > 0.8
 
 
 def test_chest_validation_split_keeps_each_patient_on_one_side():

@@ -14,9 +14,11 @@ Rules kept here so that no caller can break them:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -89,6 +91,32 @@ def fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    """``device`` option → torch device: ``auto`` is CUDA when a GPU is visible, else the CPU.
+
+    The product never needs a GPU: every step runs on the CPU too, only slower.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in {"cpu", "cuda"}:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def exact_fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Plain fp32 convolutions and matmuls on CUDA (no TF32), so that what finalize measures on a
+    GPU is what CPU inference computes."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False)
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -200,17 +228,39 @@ def validation_mask(
     return mask
 
 
+def names_digest(names: list[str]) -> str:
+    """SHA-256 of a set of file names (sorted, one per line): which images a validation set holds."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+
+
 def carve_validation(
     task: str, xs: np.ndarray, names: list[str], ys: np.ndarray, cfg: dict[str, Any]
-) -> tuple[np.ndarray, bool]:
-    """The validation mask the trainer uses for ``cfg`` (``val_fraction``, ``seed``, ``val_grouping``),
-    and whether it was drawn by near-duplicate group. benchmarks/selection.py carves the same way."""
+) -> tuple[np.ndarray, str]:
+    """The validation mask the trainer uses for ``cfg``, and how it was drawn, in words.
+
+    ``validation_names`` (a text file, one training file name per line) fixes the set outright: the
+    near-duplicate grouping depends on the pixels, so the same carving drawn from a resized or
+    re-encoded copy of ``train/`` would differ, and a model trained on such a copy must still be
+    validated, calibrated and compared on exactly the images it did not train on. Otherwise the
+    carving follows ``val_fraction``, ``seed`` and ``val_grouping``; benchmarks/selection.py carves
+    the same way.
+    """
+    if cfg.get("validation_names"):
+        listed = Path(cfg["validation_names"])
+        wanted = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
+        unknown = wanted - set(names)
+        if unknown:
+            raise ValueError(f"{len(unknown)} names in {listed} are not training images, e.g. {min(unknown)}")
+        mask = np.array([n in wanted for n in names])
+        return mask, f"listed in {listed.name} ({len(wanted)} images, names sha256 {names_digest(list(wanted))[:16]})"
     grouping = cfg.get("val_grouping", DEFAULTS[task].get("val_grouping", "none"))
     if grouping not in {"none", "near_duplicates"}:
         raise ValueError("val_grouping must be 'none' or 'near_duplicates'")
     groups = near_duplicate_groups(xs) if grouping == "near_duplicates" and task != "chest" else None
     mask = validation_mask(task, names, ys, float(cfg["val_fraction"]), int(cfg["seed"]), groups)
-    return mask, groups is not None
+    if task == "chest":
+        return mask, "by patient"
+    return mask, "by near-duplicate group (corr ≥ 0.95), stratified" if groups is not None else "stratified"
 
 
 def make_augment(size: int, flip: bool, scale_min: float = 0.75) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -234,18 +284,59 @@ def appearance(t: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """
     if strength <= 0:
         return t
-    n = t.shape[0]
-    gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.4, 0.4) * strength)
+    n, device = t.shape[0], t.device
+    gamma = torch.exp(torch.empty(n, 1, 1, 1, device=device).uniform_(-0.4, 0.4) * strength)
     t = t.clamp(0, 1) ** gamma
-    blur = torch.rand(n) < 0.25 * strength
+    blur = torch.rand(n, device=device) < 0.25 * strength
     if blur.any():
         from torchvision.transforms.v2 import functional as TF
 
         sigma = float(torch.empty(1).uniform_(0.5, 1.5))
         t[blur] = TF.gaussian_blur(t[blur], kernel_size=[5, 5], sigma=[sigma, sigma]).to(t.dtype)
-    noisy = (torch.rand(n, 1, 1, 1) < 0.3 * strength).float()
-    t = t + noisy * torch.randn_like(t) * torch.empty(n, 1, 1, 1).uniform_(0.0, 0.05)
+    noisy = (torch.rand(n, 1, 1, 1, device=device) < 0.3 * strength).float()
+    t = t + noisy * torch.randn_like(t) * torch.empty(n, 1, 1, 1, device=device).uniform_(0.0, 0.05)
     return t.clamp(0, 1)
+
+
+def batched_augment(t: torch.Tensor, flip: bool, scale_min: float = 0.75) -> torch.Tensor:
+    """``make_augment`` for a whole float batch (N, 1, S, S) in [0, 1] at once, on its own device.
+
+    One affine resampling per image does the random resized crop (area ``scale_min``..1, aspect
+    0.9..1.1), the ±10° rotation with ±4 % shift and the horizontal flip; then brightness and
+    contrast jitter (±20 %). Used where training runs on a GPU, where a Python loop over images
+    would leave it idle; the CPU keeps torchvision's per-image transforms.
+    """
+    n, device = t.shape[0], t.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.empty(n, device=device).uniform_(lo, hi)
+
+    area, ratio = uniform(scale_min, 1.0), uniform(math.log(0.9), math.log(1.1)).exp()
+    w, h = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+    cx, cy = uniform(-1.0, 1.0) * (1 - w), uniform(-1.0, 1.0) * (1 - h)
+    angle = uniform(-10.0, 10.0) * (math.pi / 180)
+    tx, ty = uniform(-0.08, 0.08), uniform(-0.08, 0.08)  # ±4 % of the side, in [-1, 1] coordinates
+    mirror = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=device)
+    cos, sin = angle.cos(), angle.sin()
+    # output point p → source point: crop ∘ inverse rotation ∘ (flip p − shift)
+    crop_rotate = torch.stack([w * cos, w * sin, h * -sin, h * cos], 1).view(n, 2, 2)
+    a = crop_rotate * torch.stack([mirror, torch.ones_like(mirror)], 1).view(n, 1, 2)
+    b = torch.stack([cx, cy], 1).unsqueeze(2) - crop_rotate @ torch.stack([tx, ty], 1).unsqueeze(2)
+    grid = F.affine_grid(torch.cat([a, b], 2), list(t.shape), align_corners=False)
+    t = F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    t = (t * uniform(0.8, 1.2).view(n, 1, 1, 1)).clamp(0, 1)
+    mean = t.mean(dim=(1, 2, 3), keepdim=True)
+    return ((t - mean) * uniform(0.8, 1.2).view(n, 1, 1, 1) + mean).clamp(0, 1)
+
+
+def device_batch_input(
+    batch: torch.Tensor, size: int, flip: bool, scale_min: float, appearance_strength: float
+) -> torch.Tensor:
+    """``batch_input`` with augmentation for uint8 images (N, S, S) already on the training device."""
+    t = appearance(batched_augment(batch.unsqueeze(1).float() / 255.0, flip, scale_min), appearance_strength)
+    if t.shape[-1] != size:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return ((t - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
 
 
 def batch_input(
@@ -264,11 +355,13 @@ def batch_input(
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, xs: np.ndarray, size: int, bf16: bool = True) -> torch.Tensor:
+    """Logits (on the CPU) of uint8 images (N, S, S), on the model's device."""
     model.eval()
+    device = model_device(model)
     out = []
     for i in range(0, len(xs), 64):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out.append(model(batch_input(xs[i : i + 64], size)).float())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(model(batch_input(xs[i : i + 64], size).to(device)).float().cpu())
     return torch.cat(out)
 
 
@@ -316,6 +409,8 @@ COMMON_OPTIONS = frozenset(
         "val_grouping",
         "pretrained",
         "version",
+        "device",
+        "validation_names",
         "log",
         "extra_data",
     }
@@ -341,7 +436,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "threads": 2,
         "val_fraction": 0.12,
         "patience": 3,
-        "bf16": fast_bf16(),
+        "device": "auto",
         "preprocessing": "none",
         "label_smoothing": 0.0,
         "appearance": 1.0,
@@ -350,6 +445,12 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         **config,
     }
     check_options(task, cfg)
+    device = resolve_device(str(cfg["device"]))
+    cfg["device"] = device.type
+    if cfg.get("validation_names"):  # recorded in the card as given
+        cfg["validation_names"] = str(cfg["validation_names"])
+    if "bf16" not in cfg:  # a GPU computes bf16 natively; a CPU only where fast_bf16() says so
+        cfg["bf16"] = device.type == "cuda" or fast_bf16()
     torch.set_num_threads(int(cfg["threads"]))
     log = cfg.get("log") or print
     data_dir, size, labels = Path(data_dir), int(cfg["img_size"]), TASK_LABELS[task]
@@ -357,7 +458,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
 
     method = str(cfg["preprocessing"])
     preprocess(method, np.zeros((1, 8, 8), np.uint8))  # unknown names fail before any work
-    grouped = False
+    validation = "stratified"
     if task == "router":
         if method != "none":
             raise ValueError("the router reads images as they come; preprocessing is for specialists")
@@ -369,7 +470,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         xs, ys, names = load_folder(data_dir / "train", labels, size)
         manifest = manifest_hash(names, ys)
         xs = preprocess(method, xs)
-        mask, grouped = carve_validation(task, xs, names, ys, cfg)
+        mask, validation = carve_validation(task, xs, names, ys, cfg)
         xtr, ytr, xva, yva = xs[~mask], ys[~mask], xs[mask], ys[mask]
         if cfg.get("extra_data"):
             xtr, ytr, manifest = add_extra_training(Path(cfg["extra_data"]), labels, size, method, xtr, ytr, manifest)
@@ -379,11 +480,6 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             test = (preprocess(method, xte), yte)
     log(f"{task}: train {len(ytr)}, validation {len(yva)}, input {size}px, preprocessing {method}")
 
-    validation = (
-        "by patient"
-        if task == "chest"
-        else ("by near-duplicate group (corr ≥ 0.95), stratified" if grouped else "stratified")
-    )
     if cfg.get("from_artifact"):
         # Same weights, new version: calibration, thresholds and the feature-space check are fitted
         # again (on the same carving of train/ as its training used), nothing is trained.
@@ -393,7 +489,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
                 f"{cfg['from_artifact']} is a {source.task} model at {source.input_size}px ({source.preprocessing}); "
                 f"asked for {task} at {size}px ({method})"
             )
-        model = source.model
+        model = source.model.to(device)
         training_info = {
             **source.card["training"],
             "version": cfg.get("version"),
@@ -413,6 +509,8 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             seconds=round(time.time() - started),
             pretrained="ImageNet (tf_efficientnet_lite0)" if cfg["pretrained"] else "none",
         )
+        if device.type == "cuda":
+            training_info["accelerator"] = torch.cuda.get_device_name(device)
     return finalize(
         task,
         model,
@@ -444,11 +542,17 @@ def fit(
     Returns the best model (by validation macro-F1), the class weights and the per-epoch history.
     """
     labels, size = TASK_LABELS[task], int(cfg["img_size"])
+    device = resolve_device(str(cfg.get("device", "auto")))
     torch.manual_seed(int(cfg["seed"]))
-    model = build_model(len(labels), cfg["pretrained"]).to(memory_format=torch.channels_last)
-    augment = make_augment(size, flip=task != "chest", scale_min=0.6 if task == "router" else 0.75)
+    model = build_model(len(labels), cfg["pretrained"]).to(device, memory_format=torch.channels_last)
+    flip, scale_min = task != "chest", 0.6 if task == "router" else 0.75
+    augment = make_augment(size, flip=flip, scale_min=scale_min)
+    on_gpu = device.type == "cuda"
+    if on_gpu:  # the training set lives on the GPU as uint8 and is augmented there, batch by batch
+        torch.backends.cudnn.benchmark = True
+        xtr_device = torch.from_numpy(xtr).to(device)
     counts = np.bincount(ytr, minlength=len(labels)).clip(min=1)
-    class_weights = torch.tensor(len(ytr) / (len(labels) * counts), dtype=torch.float32)
+    class_weights = torch.tensor(len(ytr) / (len(labels) * counts), dtype=torch.float32).to(device)
     bs = int(cfg["batch_size"])
     steps_per_epoch = max(1, len(ytr) // bs)
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=1e-4)
@@ -462,11 +566,17 @@ def fit(
         t, total = time.time(), 0.0
         for step in range(steps_per_epoch):
             idx = order[step * bs : (step + 1) * bs]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
-                logits = model(batch_input(xtr[idx], size, augment, float(cfg["appearance"]))).float()
+            if on_gpu:
+                inputs = device_batch_input(
+                    xtr_device[torch.from_numpy(idx).to(device)], size, flip, scale_min, float(cfg["appearance"])
+                )
+            else:
+                inputs = batch_input(xtr[idx], size, augment, float(cfg["appearance"]))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
+                logits = model(inputs).float()
             loss = F.cross_entropy(
                 logits,
-                torch.from_numpy(ytr[idx]).long(),
+                torch.from_numpy(ytr[idx]).long().to(device),
                 weight=class_weights,
                 label_smoothing=float(cfg.get("label_smoothing", 0.0)),
             )
@@ -474,7 +584,8 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item()
+            total += loss.detach()
+        total = float(total)
         val = classification_metrics(
             yva, torch.softmax(predict_logits(model, xva, size, cfg["bf16"]), 1).numpy(), labels
         )
@@ -526,9 +637,14 @@ def finalize(
     version = version or next_version(out_dir, task)
     folder = out_dir / version
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half().contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v.detach().half().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     save_file(state, str(folder / WEIGHTS_FILE))
-    shipped = _build_from_weights(folder / WEIGHTS_FILE, labels)
+    # Measured on the file as saved, in fp32, on the device training used (a GPU without TF32).
+    shipped = _build_from_weights(folder / WEIGHTS_FILE, labels).to(model_device(model))
     xva, yva = validation
     val_logits, val_emb = logits_and_embeddings(shipped, xva, size)
     temperature = fit_temperature(val_logits, yva)
@@ -585,13 +701,16 @@ def finalize(
 def logits_and_embeddings(
     model: torch.nn.Module, xs: np.ndarray, size: int, augment: Callable | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 logits and penultimate embeddings of uint8 images (N, S, S), as inference computes them."""
+    """fp32 logits and penultimate embeddings (on the CPU) of uint8 images (N, S, S), as inference
+    computes them, on the model's device."""
     model.eval()
+    device = model_device(model)
     logits, embeddings = [], []
-    for i in range(0, len(xs), 64):
-        features = model.forward_features(batch_input(xs[i : i + 64], size, augment))
-        logits.append(model.forward_head(features).float())
-        embeddings.append(ood.embed(features))
+    with exact_fp32(device):
+        for i in range(0, len(xs), 64):
+            features = model.forward_features(batch_input(xs[i : i + 64], size, augment).to(device))
+            logits.append(model.forward_head(features).float().cpu())
+            embeddings.append(ood.embed(features).cpu())
     return torch.cat(logits), torch.cat(embeddings)
 
 
