@@ -302,6 +302,7 @@ class TwoStagePipeline:
             probabilities={},
             heatmap=None,
             overlay_png=None,
+            heatmap_png=None,
             roi_box=None,
             models={"router": {"version": self.router.version, "sha256": self.router.sha256}},
             timings_ms=timings,
