@@ -23,8 +23,9 @@ from .search import matching
 ACCEPT = ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"
 
 
-class PlainLabelsMixin:
-    """Labels without Django's trailing colon (the layout sets labels on their own line)."""
+class PlainLabelsMixin(NamedErrorsMixin):
+    """Labels without Django's trailing colon (the layout sets labels on their own line), and
+    error messages that name their field."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
@@ -36,7 +37,7 @@ class PatientChoiceField(forms.ModelChoiceField):
         return f"{obj.family_name.upper()}, {obj.given_name} — MRN {obj.mrn}"
 
 
-class UploadForm(NamedErrorsMixin, PlainLabelsMixin, forms.Form):
+class UploadForm(PlainLabelsMixin, forms.Form):
     """A patient of the caseload and an image file. The patient is found by typing: the page's
     combobox (static/js/combobox.js) fills ``patient`` with the chosen id; without script, a
     name or MRN that matches exactly one patient is enough. The file's content is validated by
@@ -101,7 +102,7 @@ class UploadForm(NamedErrorsMixin, PlainLabelsMixin, forms.Form):
         )
 
 
-class EnteredInErrorForm(NamedErrorsMixin, PlainLabelsMixin, forms.Form):
+class EnteredInErrorForm(PlainLabelsMixin, forms.Form):
     """Mark a study as entered in error, saying why (kept in the audit trail)."""
 
     reason = forms.CharField(

@@ -134,7 +134,8 @@ def patient_create(request: HttpRequest, hospital_slug: str) -> HttpResponse:
                 services.assign_doctor(patient, request.user, actor=request.user, request=request)
         messages.success(request, f"{patient.full_name} was added.")
         return redirect("studies:patient_detail", hospital_slug=tenant.hospital.slug, pk=patient.pk)
-    return render(request, "studies/patient_form.html", {"form": form}, status=400 if form.errors else 200)
+    context = {"form": form, "errors": error_items(form)}
+    return render(request, "studies/patient_form.html", context, status=400 if form.errors else 200)
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -386,6 +387,7 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
         "query": _query_without_page(request),
         "paused": paused,
         "invitations": invitations,
+        "errors": error_items(form),
     }
     return render(request, "studies/members.html", context, status=400 if form.errors else 200)
 
@@ -491,7 +493,8 @@ def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
         .order_by("patient__family_name", "patient__given_name", "doctor__email")
     )
     page = _page(request, rows, AUDIT_PAGE_SIZE)
-    return render(request, "studies/assignments.html", {"form": form, "page": page}, status=400 if form.errors else 200)
+    context = {"form": form, "page": page, "errors": error_items(form)}
+    return render(request, "studies/assignments.html", context, status=400 if form.errors else 200)
 
 
 @role_required(Role.HOSPITAL_ADMIN)

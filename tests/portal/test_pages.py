@@ -146,7 +146,11 @@ def test_patient_create_refuses_a_duplicate_mrn(client, world):
         {"mrn": "a-0001", "given_name": "X", "family_name": "Y", "birth_date": "1990-02-03", "sex": "F"},
     )
     assert response.status_code == 400
-    assert "already exists" in response.content.decode()
+    html = response.content.decode()
+    # The summary at the top names the field and links to it.
+    summary = html[html.index('<div class="error-summary"') : html.index("</div>", html.index('class="error-summary"'))]
+    assert 'href="#id_mrn"' in summary
+    assert "Medical record number (MRN): a patient with this MRN already exists in this hospital." in summary
 
 
 # --- Upload -----------------------------------------------------------------------------------
