@@ -96,8 +96,11 @@ class Sockets:
         """Connect and expect refusal; returns the close code."""
         comm = self.communicator(path, user, origin)
         connected, code = await comm.connect(timeout=5)
-        if connected:
-            await comm.disconnect()
+        # A refused consumer still runs until the client's disconnect; end it inside this event
+        # loop. Left running, it is cancelled when async_to_sync closes the loop, and when that
+        # catches it in a thread-sensitive sync call (asgiref shields those), the close waits
+        # forever for a main thread that has moved on: the hang seen under load.
+        await comm.disconnect(timeout=5)
         assert not connected, f"{path} accepted for {user}"
         return code
 

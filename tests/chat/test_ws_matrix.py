@@ -39,6 +39,7 @@ def test_ws_route_persona(route, persona, live, ws):
             else:
                 assert not connected, f"{persona} accepted on {path}"
                 assert code == expected
+                await comm.disconnect(timeout=5)
         finally:
             await get_channel_layer().close_pools()
 
@@ -53,10 +54,14 @@ def test_ws_route_refuses_foreign_origin(route, live, ws):
         path = route.path(live)
 
     async def scenario():
-        for origin in ("http://evil.example", "null", None):
-            comm = ws.communicator(path, getattr(live, attr), origin=origin)
-            connected, _ = await comm.connect(timeout=5)
-            assert not connected, origin
+        try:
+            for origin in ("http://evil.example", "null", None):
+                comm = ws.communicator(path, getattr(live, attr), origin=origin)
+                connected, _ = await comm.connect(timeout=5)
+                assert not connected, origin
+                await comm.disconnect(timeout=5)
+        finally:
+            await get_channel_layer().close_pools()
 
     async_to_sync(scenario)()
 
