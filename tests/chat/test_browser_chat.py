@@ -145,7 +145,9 @@ def test_live_chat_in_the_browser(live, daphne, browser):
     conversation = _off_loop(make_conversation, w)
     study = _off_loop(make_study_row, w.paul_record, w.alice)
     url = f"{base}/h/{w.a.slug}/messages/{conversation.pk}/"
-    connected = "document.getElementById('chat-status').textContent.startsWith('Connected')"
+    # Predicates are arrow functions: Playwright evaluates a bare expression string with eval, which the
+    # page's Content-Security-Policy (no 'unsafe-eval') refuses.
+    connected = "() => document.getElementById('chat-status').textContent.startsWith('Connected')"
 
     alice, paul = _page(browser, base, w.alice), _page(browser, base, w.paul)
     for page in (alice, paul):
@@ -164,7 +166,7 @@ def test_live_chat_in_the_browser(live, daphne, browser):
     # Paul → Alice.
     paul.fill("#chat-body", "Thank you, doctor")
     paul.click("#chat-form button[type=submit]")
-    alice.wait_for_function("document.querySelectorAll('.chat-message:not(.mine)').length === 1", timeout=15_000)
+    alice.wait_for_function("() => document.querySelectorAll('.chat-message:not(.mine)').length === 1", timeout=15_000)
     assert _bodies(alice)[-1] == "Thank you, doctor"
     assert alice.locator(".chat-message.mine").count() == 1
     assert alice.evaluate("window.__noReload") == paul.evaluate("window.__noReload") == 1
@@ -178,9 +180,11 @@ def test_live_chat_in_the_browser(live, daphne, browser):
     )
     alice_study.wait_for_timeout(500)  # let live.js connect
     _off_loop(study_services.set_study_status, study.pk, w.a.pk, "done", "Chest X-ray read.")
-    alice_study.wait_for_function("document.getElementById('probe').textContent === 'AI read ready'", timeout=15_000)
+    alice_study.wait_for_function(
+        "() => document.getElementById('probe').textContent === 'AI read ready'", timeout=15_000
+    )
     assert "status-done" in alice_study.get_attribute("#probe", "class")
-    alice_study.wait_for_function("document.getElementById('notif-count').textContent === '1'", timeout=15_000)
+    alice_study.wait_for_function("() => document.getElementById('notif-count').textContent === '1'", timeout=15_000)
 
     # Without JavaScript the plain form posts and redirects; Alice sees it arrive live.
     nojs = _page(browser, base, w.paul, javascript=False)
@@ -190,13 +194,14 @@ def test_live_chat_in_the_browser(live, daphne, browser):
     assert nojs.url.endswith("#latest")
     assert "Sent without JavaScript" in _bodies(nojs)
     alice.wait_for_function(
-        "Array.from(document.querySelectorAll('.chat-body')).some(e => e.textContent === 'Sent without JavaScript')",
+        "() => Array.from(document.querySelectorAll('.chat-body'))"
+        ".some(e => e.textContent === 'Sent without JavaScript')",
         timeout=15_000,
     )
 
     # Unassigning Alice closes Paul's open chat.
     _off_loop(study_services.unassign_doctor, w.paul_record, w.alice, actor=w.carol)
-    paul.wait_for_function("document.getElementById('chat-body').disabled", timeout=15_000)
+    paul.wait_for_function("() => document.getElementById('chat-body').disabled", timeout=15_000)
     assert "no longer caring" in paul.text_content("#chat-error")
     assert alice.goto(url).status == 404
     assert paul.js_errors == [] and alice.js_errors == []
