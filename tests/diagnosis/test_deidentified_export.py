@@ -121,10 +121,12 @@ def _export(world, out):
 
 
 def _identifiers(studies) -> list[str]:
+    # Study dates are not needles: a shifted date may by chance equal another study's real date
+    # (today's study shifted by 264 days is 2026-03-15). The shift itself is asserted below.
     values = [
         NAME, FAMILY, MRN, "OTHER-778899", EMAIL, "quistgaard", ACCESSION, "ST-4242", STUDY_UID, SOP_UID,
         BIRTH.isoformat(), BIRTH.strftime("%Y%m%d"), BIRTH.strftime("%d/%m/%Y"), "12 Harbour Lane",
-        "St Mary", "WHO^DOCTOR", "20260315", "2026-03-01", "2026-03-15",
+        "St Mary", "WHO^DOCTOR",
         *(s.original_filename for s in studies), "Potter", "A-0001", "paul@patient.example",
     ]  # fmt: skip
     return values
