@@ -139,9 +139,13 @@ TEMPLATES = [
 # An empty DATABASE_URL (a common leftover in .env files and compose files) means "not set".
 DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-# Reuse a connection for up to a minute instead of opening one per request (each costs a PostgreSQL
-# backend fork and a TLS handshake); the health check replaces one the server or a proxy closed.
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+# One connection per request by default. Under ASGI (daphne) each request's sync code runs in a
+# thread of its own, so a persistent connection is never reused: it stays open until its thread is
+# collected, and 50 users exhausted PostgreSQL's 100 connections in the load test ("too many
+# clients", Django ticket #33497). Pool in front of PostgreSQL (PgBouncer) instead. A Celery worker
+# may set DATABASE_CONN_MAX_AGE: its one task thread does reuse it. The health check replaces a
+# connection the server or a proxy closed.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Embedded mode. IMMEDIATE takes the write lock when a transaction begins, so two requests
