@@ -128,8 +128,10 @@ def redis_url() -> str:
     """The real Redis for integration tests; skips (with the reason) when REDIS_URL is unset or
     Redis does not answer, and fails instead where CI is set."""
     url = os.environ.get("REDIS_URL", "")
-    if not url or not _reachable(url, 6379):
+    if not url:
         unavailable("integration test: set REDIS_URL to a running Redis (make test does when one is up)")
+    if not _reachable(url, 6379):
+        unavailable(f"integration test: Redis at REDIS_URL={url} does not answer")
     return url
 
 

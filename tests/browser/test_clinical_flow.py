@@ -13,7 +13,6 @@ open conversation shows the message live.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from ..availability import unavailable
+from ..availability import CHROMIUM, require_chromium
 from ..celery_worker import run_name, test_database_url
 from ..factories import TEST_PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 CHEST_XRAY = ROOT / "tests" / "fixtures" / "chest_xray.jpg"
 
@@ -56,8 +54,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> No
 @pytest.fixture
 def stack(transactional_db, postgres_required, redis_url, settings, tmp_path, world):
     """daphne + a Celery worker on the test database, sharing media folder and key."""
-    if not os.path.exists(CHROMIUM):
-        unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     # The servers use the production hashers (Argon2), not the tests' fast MD5.
     from django.contrib.auth.hashers import make_password
 

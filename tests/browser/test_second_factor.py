@@ -13,11 +13,11 @@ import sys
 import pytest
 
 from ..auth import authenticator_for, totp_code, unused_code
-from ..availability import unavailable
+from ..availability import require_chromium
 from ..celery_worker import test_database_url
 from ..factories import TEST_PASSWORD, make_study
 from ..reports.helpers import make_diagnosis
-from .test_clinical_flow import CHROMIUM, ROOT, _free_port, _wait_for_port, browser  # noqa: F401 - fixture
+from .test_clinical_flow import ROOT, _free_port, _wait_for_port, browser  # noqa: F401 - fixture
 from .test_models_dashboard import _axe_violations
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -26,8 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 @pytest.fixture
 def web(transactional_db, postgres_required, settings, tmp_path, world):
     """daphne alone on the test database (tasks inline, in-memory channel layer: no worker needed)."""
-    if not os.path.exists(CHROMIUM):
-        unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     import base64
 
     from django.contrib.auth.hashers import make_password

@@ -10,7 +10,6 @@ the form works with JavaScript off; unassigning Alice closes Paul's open chat.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,12 +25,11 @@ from apps.chat.models import Message
 from apps.studies import services as study_services
 from tests.auth import Client
 
-from ..availability import unavailable
+from ..availability import CHROMIUM, require_chromium
 from .conftest import make_conversation, make_study_row
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,8 +41,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def daphne(live, postgres_required, redis_url, settings, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        unavailable("browser test: Debian's chromium is not installed (apt-get install chromium)")
+    require_chromium()
     from django.db import connection
 
     db = connection.settings_dict
