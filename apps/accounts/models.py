@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.base_user import BaseUserManager
@@ -193,6 +193,9 @@ class InvitationQuerySet(models.QuerySet["Invitation"]):
         return self.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
 
 
+InvitationManager = models.Manager.from_queryset(InvitationQuerySet)
+
+
 class Invitation(models.Model):
     """An invitation, e-mailed to an address, to take a role in a hospital. The person accepts it
     with the account of that address (signing in, or creating it from the invitation); until then
@@ -221,7 +224,10 @@ class Invitation(models.Model):
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(_manager_class=models.Manager.from_queryset(InvitationQuerySet), hospital="hospital")
+    objects: ClassVar[InvitationManager[Invitation]] = ScopedManager(InvitationManager, hospital="hospital")
+    _default_manager: ClassVar[
+        InvitationManager[Invitation]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -286,6 +292,9 @@ class AuditEventQuerySet(models.QuerySet):
         raise RuntimeError("Audit events are append-only.")
 
 
+AuditEventManager = models.Manager.from_queryset(AuditEventQuerySet)
+
+
 class AuditEvent(models.Model):
     """Append-only record of a state change or an access to patient data.
 
@@ -317,7 +326,10 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     prev_hash = models.CharField(max_length=64, help_text="SHA-256 of the previous event in the chain.")
 
-    objects = ScopedManager(_manager_class=models.Manager.from_queryset(AuditEventQuerySet), hospital="hospital")
+    objects: ClassVar[AuditEventManager[AuditEvent]] = ScopedManager(AuditEventManager, hospital="hospital")
+    _default_manager: ClassVar[
+        AuditEventManager[AuditEvent]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import OuterRef, Q
@@ -34,6 +36,9 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
         return self.filter(hospital_id=hospital_id, user_id=user_id)
 
 
+NotificationManager = models.Manager.from_queryset(NotificationQuerySet)
+
+
 class Notification(models.Model):
     """Something a user should see, in one hospital: an AI result, a signed report, a message.
 
@@ -54,7 +59,10 @@ class Notification(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     key = models.CharField(max_length=100, blank=True, help_text="The event notified about, e.g. study:7:diagnosis:42.")
 
-    objects = ScopedManager(models.Manager.from_queryset(NotificationQuerySet), hospital="hospital")
+    objects: ClassVar[NotificationManager[Notification]] = ScopedManager(NotificationManager, hospital="hospital")
+    _default_manager: ClassVar[
+        NotificationManager[Notification]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-id"]
@@ -100,6 +108,9 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
         return self.filter(parties, cared_for, hospital=tenant.hospital)
 
 
+ConversationManager = models.Manager.from_queryset(ConversationQuerySet)
+
+
 class Conversation(models.Model):
     """The message thread between one patient and one of their doctors.
 
@@ -112,7 +123,10 @@ class Conversation(models.Model):
     doctor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(ConversationQuerySet), hospital="hospital")
+    objects: ClassVar[ConversationManager[Conversation]] = ScopedManager(ConversationManager, hospital="hospital")
+    _default_manager: ClassVar[
+        ConversationManager[Conversation]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at"]
@@ -133,6 +147,9 @@ class MessageQuerySet(models.QuerySet["Message"]):
         return self.filter(hospital=tenant.hospital, conversation__in=Conversation.objects.visible_to(tenant))
 
 
+MessageManager = models.Manager.from_queryset(MessageQuerySet)
+
+
 class Message(models.Model):
     """One chat message. Stored as typed and always rendered escaped (never as HTML)."""
 
@@ -143,7 +160,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     read_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(MessageQuerySet), hospital="hospital")
+    objects: ClassVar[MessageManager[Message]] = ScopedManager(MessageManager, hospital="hospital")
+    _default_manager: ClassVar[MessageManager[Message]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -115,6 +116,9 @@ class DiagnosisQuerySet(models.QuerySet["Diagnosis"]):
         return self.filter(clinical_rows(tenant, patient="study__patient"))
 
 
+DiagnosisManager = models.Manager.from_queryset(DiagnosisQuerySet)
+
+
 class Diagnosis(models.Model):
     """The AI second read of one study by one set of model versions.
 
@@ -170,7 +174,8 @@ class Diagnosis(models.Model):
     timings_ms = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(DiagnosisQuerySet), hospital="hospital")
+    objects: ClassVar[DiagnosisManager[Diagnosis]] = ScopedManager(DiagnosisManager, hospital="hospital")
+    _default_manager: ClassVar[DiagnosisManager[Diagnosis]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -272,6 +277,9 @@ class FeedbackQuerySet(models.QuerySet["Feedback"]):
         return self.filter(clinical_rows(tenant, patient="diagnosis__study__patient"))
 
 
+FeedbackManager = models.Manager.from_queryset(FeedbackQuerySet)
+
+
 class Feedback(models.Model):
     """A doctor's verdict on an AI read: confirm its label, or correct it (with a comment).
 
@@ -287,7 +295,8 @@ class Feedback(models.Model):
     comment = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(FeedbackQuerySet), hospital="hospital")
+    objects: ClassVar[FeedbackManager[Feedback]] = ScopedManager(FeedbackManager, hospital="hospital")
+    _default_manager: ClassVar[FeedbackManager[Feedback]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -334,7 +343,10 @@ class ModelDeployment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[ModelDeployment]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[
+        models.Manager[ModelDeployment]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["hospital", "task", "-created_at"]
@@ -372,7 +384,10 @@ class DeploymentChange(models.Model):
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[DeploymentChange]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[
+        models.Manager[DeploymentChange]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -402,7 +417,8 @@ class ShadowResult(models.Model):
     timings_ms = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[ShadowResult]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[models.Manager[ShadowResult]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -462,7 +478,10 @@ class VersionPerformance(models.Model):
     )
     computed_at = models.DateTimeField()
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[VersionPerformance]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[
+        models.Manager[VersionPerformance]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["hospital", "model_version", "arm", "week"]
@@ -511,7 +530,8 @@ class DriftCheck(models.Model):
     crossed = models.BooleanField(default=False)
     computed_at = models.DateTimeField(auto_now=True)
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[DriftCheck]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[models.Manager[DriftCheck]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["hospital", "task", "signal", "day"]
@@ -544,7 +564,8 @@ class DriftAlert(models.Model):
     )
     acknowledgement = models.CharField(max_length=500, blank=True, help_text="What was done about it.")
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[DriftAlert]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[models.Manager[DriftAlert]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-opened_at", "-id"]

@@ -3,6 +3,8 @@ instances that arrived over DICOMweb, and the queue of those whose patient is no
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -38,7 +40,10 @@ class IntegrationCredential(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[IntegrationCredential]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[
+        models.Manager[IntegrationCredential]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["revoked_at", "-created_at"]
@@ -84,7 +89,8 @@ class DicomStudy(models.Model):
         help_text="The hospital admin who resolved it; empty when the Patient ID matched on arrival.",
     )
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[DicomStudy]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[models.Manager[DicomStudy]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -133,7 +139,10 @@ class DicomInstance(models.Model):
         IntegrationCredential, on_delete=models.SET_NULL, null=True, blank=True, related_name="instances"
     )
 
-    objects = ScopedManager(hospital="hospital")
+    objects: ClassVar[models.Manager[DicomInstance]] = ScopedManager(hospital="hospital")
+    _default_manager: ClassVar[
+        models.Manager[DicomInstance]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["series_number", "instance_number", "id"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -64,6 +64,9 @@ class ReportQuerySet(models.QuerySet["Report"]):
             & Q(status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
             & Q(study__entered_in_error_at__isnull=True)
         )
+
+
+ReportManager = models.Manager.from_queryset(ReportQuerySet)
 
 
 class Report(models.Model):
@@ -135,7 +138,8 @@ class Report(models.Model):
     pdf_size = models.PositiveBigIntegerField(null=True, blank=True)
     pdf_rendered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(ReportQuerySet), hospital="hospital")
+    objects: ClassVar[ReportManager[Report]] = ScopedManager(ReportManager, hospital="hospital")
+    _default_manager: ClassVar[ReportManager[Report]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["study", "-version"]

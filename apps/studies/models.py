@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -52,6 +52,9 @@ class Sex(models.TextChoices):
     UNKNOWN = "U", "Unknown"
 
 
+PatientManager = models.Manager.from_queryset(PatientQuerySet)
+
+
 class Patient(models.Model):
     """A patient record of one hospital, identified there by its MRN.
 
@@ -75,7 +78,8 @@ class Patient(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(PatientQuerySet), hospital="hospital")
+    objects: ClassVar[PatientManager[Patient]] = ScopedManager(PatientManager, hospital="hospital")
+    _default_manager: ClassVar[PatientManager[Patient]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["family_name", "given_name", "mrn"]
@@ -88,6 +92,9 @@ class Patient(models.Model):
     @property
     def full_name(self) -> str:
         return f"{self.given_name} {self.family_name}"
+
+
+CareAssignmentManager = models.Manager.from_queryset(CareAssignmentQuerySet)
 
 
 class CareAssignment(models.Model):
@@ -104,7 +111,10 @@ class CareAssignment(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ScopedManager(models.Manager.from_queryset(CareAssignmentQuerySet), hospital="hospital")
+    objects: ClassVar[CareAssignmentManager[CareAssignment]] = ScopedManager(CareAssignmentManager, hospital="hospital")
+    _default_manager: ClassVar[
+        CareAssignmentManager[CareAssignment]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at"]
@@ -143,6 +153,9 @@ class SourceFormat(models.TextChoices):
     PNG = "png", "PNG"
     JPEG = "jpeg", "JPEG"
     DICOM = "dicom", "DICOM"
+
+
+StudyManager = models.Manager.from_queryset(StudyQuerySet)
 
 
 class Study(models.Model):
@@ -195,7 +208,8 @@ class Study(models.Model):
     )
     entered_in_error_reason = models.TextField(blank=True, max_length=2000)
 
-    objects = ScopedManager(models.Manager.from_queryset(StudyQuerySet), hospital="hospital")
+    objects: ClassVar[StudyManager[Study]] = ScopedManager(StudyManager, hospital="hospital")
+    _default_manager: ClassVar[StudyManager[Study]]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -1,0 +1,3 @@
+from rest_framework.authentication import BaseAuthentication
+
+class TokenAuthentication(BaseAuthentication): ...
