@@ -56,107 +56,28 @@ def ensure_database(database_url: str) -> None:
 
 
 def seed(studies: int, patients: int) -> None:
-    from django.utils import timezone
+    from _seed import seed_caseload
 
     from apps.accounts.models import Hospital, Membership, Role, User
-    from apps.diagnosis.models import Diagnosis, ModelVersion
-    from apps.reports.models import Report, ReportStatus
-    from apps.studies.models import CareAssignment, Modality, Patient, Study, StudyStatus
+    from apps.studies.models import StudyStatus
 
     if Hospital.objects.filter(slug=SLUG).exists():
         return
-    rng = random.Random(0)
     hospital = Hospital.objects.create(slug=SLUG, name="Worklist Bench General")
     doctor = User.objects.create(email="doctor@worklist.bench", full_name="Dr Bench")
     Membership.objects.create(user=doctor, hospital=hospital, role=Role.DOCTOR)
-    records = Patient.objects.bulk_create(
-        [
-            Patient(
-                hospital=hospital,
-                mrn=f"WB{i:06d}",
-                given_name=f"Given{i}",
-                family_name=f"Family{i % 397}",
-                birth_date=dt.date(1940 + i % 70, 1 + i % 12, 1 + i % 28),
-            )
-            for i in range(patients)
-        ]
-    )
-    CareAssignment.objects.bulk_create([CareAssignment(hospital=hospital, patient=p, doctor=doctor) for p in records])
-    now = timezone.now()
     statuses = [StudyStatus.DONE] * 80 + [StudyStatus.UNSURE] * 8 + [StudyStatus.REFUSED] * 5
     statuses += [StudyStatus.FAILED] * 2 + [StudyStatus.QUEUED] * 5
-    rows = Study.objects.bulk_create(
-        [
-            Study(
-                hospital=hospital,
-                patient=records[i % patients],
-                uploaded_by=doctor,
-                created_at=now - dt.timedelta(minutes=37 * i),
-                status=rng.choice(statuses),
-                modality=rng.choice([Modality.CHEST_XRAY, Modality.BRAIN_MRI]),
-                source_format="jpeg",
-                original_filename=f"bench-{i}.jpeg",
-                width=1024,
-                height=1024,
-                file_name=f"bench/{i}",
-                file_sha256=f"{i:064x}",
-                file_key_id="bench",
-                file_size=150_000,
-                entered_in_error_at=now if i % 500 == 0 else None,
-            )
-            for i in range(studies)
-        ],
-        batch_size=2000,
+    written, reports = seed_caseload(
+        hospital,
+        [doctor],
+        patients=patients,
+        studies=studies,
+        statuses=statuses,
+        mrn_prefix="WB",
+        rng=random.Random(0),
     )
-    router = ModelVersion.objects.get(task="router", is_active=True)
-    chest = ModelVersion.objects.get(task="chest", is_active=True)
-    labels = ["normal", "bacterial_pneumonia", "viral_pneumonia"]
-    Diagnosis.objects.bulk_create(
-        [
-            Diagnosis(
-                hospital=hospital,
-                study=s,
-                route=Modality.CHEST_XRAY,
-                refused=s.status == StudyStatus.REFUSED,
-                indeterminate=s.status == StudyStatus.UNSURE,
-                task="chest",
-                label=rng.choice(labels),
-                router_version=router,
-                router_sha256=router.weights_sha256,
-                specialist_version=chest,
-                specialist_sha256=chest.weights_sha256,
-                versions_key=f"{router.pk}:{chest.pk}",
-            )
-            for s in rows
-            if s.status in (StudyStatus.DONE, StudyStatus.UNSURE, StudyStatus.REFUSED)
-        ],
-        batch_size=2000,
-    )
-    reports = []
-    for s in rows:
-        roll = rng.random()
-        if s.status == StudyStatus.QUEUED or roll > 0.6:
-            continue
-        status = ReportStatus.DRAFT if roll < 0.1 else ReportStatus.SIGNED
-        reports.append(
-            Report(
-                hospital=hospital,
-                study=s,
-                patient_id=s.patient_id,
-                author=doctor,
-                status=status,
-                impression="Bench.",
-                final_label="normal",
-                signed_by=doctor if status == ReportStatus.SIGNED else None,
-                signed_at=now if status == ReportStatus.SIGNED else None,
-            )
-        )
-    Report.objects.bulk_create(reports, batch_size=2000)
-    from django.db import connection
-
-    with connection.cursor() as cursor:  # planner statistics, as autovacuum would gather them
-        cursor.execute("ANALYZE")
-    print(f"seeded {studies} studies, {len(reports)} reports", file=sys.stderr)
+    print(f"seeded {written} studies, {reports} reports", file=sys.stderr)
 
 
 def run(repeat: int) -> list[tuple[str, float, int, int]]:

@@ -107,7 +107,14 @@ def latest_diagnosis(study: Study) -> Diagnosis | None:
 def diagnoses_prefetch() -> Prefetch:
     """For Study querysets listed with their AI read (the API's study lists): every listed study's
     diagnoses, with their model versions, in one query for the whole page."""
-    return Prefetch("diagnoses", queryset=Diagnosis.objects.select_related("router_version", "specialist_version"))
+    # The versions' model cards and test metrics (several KB of JSON each) are not summarised:
+    # decoding them for every row was a tenth of the API list's time.
+    heavy = [
+        f"{version}__{field}" for version in ("router_version", "specialist_version") for field in ("card", "metrics")
+    ]
+    return Prefetch(
+        "diagnoses", queryset=Diagnosis.objects.select_related("router_version", "specialist_version").defer(*heavy)
+    )
 
 
 def newest_diagnosis(study: Study) -> Diagnosis | None:
