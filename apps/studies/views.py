@@ -36,7 +36,7 @@ from . import access, auditlog, services
 from .dicom import values_png
 from .downloads import serve_encrypted, serve_study_image
 from .forms import AssignmentForm, AuditFilterForm, EnteredInErrorForm, InviteForm, PatientForm, SearchForm, UploadForm
-from .models import CareAssignment, Patient, Study, StudyStatus
+from .models import CareAssignment, Patient, Study
 from .params import parse_id
 from .search import matching, patient_label
 from .validation import UploadRejected, validate_upload
@@ -103,7 +103,6 @@ def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
             "form": form,
             "has_any": bool(q) or page.paginator.count > 0,
             "query": _query_without_page(request),
-            "status_choices": StudyStatus.choices,
         },
     )
 
