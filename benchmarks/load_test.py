@@ -1,12 +1,13 @@
 """Load test: one hospital with 2,000 patients and 10,000 studies, 50 simulated doctors and patients,
-the web (one daphne process) and the Celery worker(s) on this machine, production settings.
+the web (daphne) and the Celery worker(s) on this machine, production settings.
 
     .venv/bin/python -m pip install -r benchmarks/requirements.txt   # locust, once
     .venv/bin/python benchmarks/load_test.py                      # 1 worker, 50 users, 3 minutes
     .venv/bin/python benchmarks/load_test.py --workers 2          # two workers consuming one queue
+    .venv/bin/python benchmarks/load_test.py --web 2              # two daphne processes, one socket
 
 It seeds (or reuses) the hospital in its own PostgreSQL database (``bench_load`` by default), starts
-daphne with ``DJANGO_DEBUG=0`` and ``--workers`` Celery workers on a queue of this run only, and runs
+``--web`` daphne processes (sharing one listening socket) with ``DJANGO_DEBUG=0`` and ``--workers`` Celery workers on a queue of this run only, and runs
 ``benchmarks/locustfile.py`` headless: doctors open the caseload, the API study list, study and review
 pages, and upload real chest X-rays from ``../shared/datasets/chest_xray/test`` through the API;
 patients open their reports page. Then it waits until every upload of the run has finished and
@@ -29,12 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
 from _common import DATASETS, ROOT, machine, write_section
-from login_burst import ensure_database, free_port
+from login_burst import ensure_database
 
 PY = sys.executable
 PASSWORD = "load-test-password-1"  # noqa: S105 - the seeded accounts of a throwaway benchmark database
@@ -71,16 +73,16 @@ def seed(env: dict[str, str], patients: int, studies: int, doctors: int, patient
     )
 
 
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+def wait_until_serving(webs: list[subprocess.Popen], logs: list[Path], seconds: float = 120) -> None:
+    """The shared socket accepts connections before any daphne does, so wait for each process to
+    say it listens (daphne logs "Listening on" once Django is set up)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("daphne exited before it listened")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
+        if any(web.poll() is not None for web in webs):
+            raise RuntimeError("a daphne process exited before it listened")
+        if all("Listening on" in log.read_text() for log in logs):
+            return
+        time.sleep(0.3)
     raise RuntimeError("daphne did not listen in time")
 
 
@@ -112,6 +114,7 @@ def main() -> int:
     parser.add_argument("--spawn-rate", type=float, default=5)
     parser.add_argument("--duration", default="180s")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--web", type=int, default=1, help="daphne processes sharing one listening socket")
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--studies", type=int, default=10000)
     parser.add_argument("--doctors", type=int, default=40)
@@ -136,17 +139,28 @@ def main() -> int:
     subprocess.run([PY, "manage.py", "collectstatic", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
     seed(env, args.patients, args.studies, args.doctors, args.patient_logins)
 
-    port = free_port()
+    # One listening socket shared by every daphne process (each accepts from it, as under systemd
+    # socket activation), so --web 2 puts both cores to work for the web without a proxy.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    listener.set_inheritable(True)
+    port = listener.getsockname()[1]
     processes: list[subprocess.Popen] = []
     try:
-        web = subprocess.Popen(
-            [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "imagemedix.asgi:application"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=(logs / "daphne.log").open("w"),
-        )
-        processes.append(web)
+        for n in range(args.web):
+            processes.append(
+                subprocess.Popen(
+                    [PY, "-m", "daphne", "--fd", str(listener.fileno()), "imagemedix.asgi:application"],
+                    env=env,
+                    cwd=ROOT,
+                    pass_fds=(listener.fileno(),),
+                    stdout=subprocess.DEVNULL,
+                    stderr=(logs / f"daphne{n}.log").open("w"),
+                )
+            )
+        webs = list(processes)
         for n in range(args.workers):
             processes.append(
                 subprocess.Popen(
@@ -171,7 +185,9 @@ def main() -> int:
                     stderr=(logs / f"worker{n}.log").open("w"),
                 )
             )
-        wait_for_port(port, web)
+        wait_until_serving(webs, [logs / f"daphne{n}.log" for n in range(args.web)])
+        for _ in range(4 * args.web):  # a process's first requests import views and compile templates
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=60).read()
         started = dt.datetime.now(dt.UTC)
         csv_prefix = logs / "locust"
         subprocess.run(
@@ -209,6 +225,7 @@ def main() -> int:
             process.terminate()
         for process in processes:
             process.wait(timeout=60)
+        listener.close()
 
     reads = Counter()
     for n in range(args.workers):
@@ -231,9 +248,11 @@ def main() -> int:
     uploaded = int(str(final["uploads"]))
     body = "\n".join(
         [
-            f"## Load: {args.users} users, {args.workers} worker(s) (`benchmarks/load_test.py --workers {args.workers}`)",
+            f"## Load: {args.users} users, {args.web} web process(es), {args.workers} worker(s) "
+            f"(`benchmarks/load_test.py --web {args.web} --workers {args.workers}`)",
             "",
-            f"Machine: {machine()}. One daphne process and {args.workers} Celery worker(s) (prefork, concurrency 1) "
+            f"Machine: {machine()}. {args.web} daphne process(es) sharing one listening socket and {args.workers} "
+            "Celery worker(s) (prefork, concurrency 1) "
             f"on this machine with PostgreSQL and Redis; `DJANGO_DEBUG=0`. Hospital: {args.patients:,} patients, "
             f"{args.studies:,} seeded studies, {args.doctors} doctors. {args.users} users (4 doctors : 1 patient), "
             f"spawned at {args.spawn_rate:g}/s, for {args.duration}; doctors upload real chest X-rays "
