@@ -2,9 +2,11 @@
 and one source of truth for the care relation (the CareAssignment row).
 
 The table below says, for each persona of hospital A (see tests/conftest.py), which rows of each
-model they see. The rows: Paul (cared for by Alice) with a study, an AI read, a signed report, a
-conversation with Alice and a message; Olga (nobody's patient) with a study and an AI read;
-Bea in hospital B with a study (Dora's patient).
+model they see. The rows: Paul (cared for by Alice) with a study, an AI read and its shadow read,
+a signed report, a conversation with Alice and a message, and the DICOM study and instance the
+PACS sent for his study; Olga (nobody's patient) with a study and an AI read; an unmatched DICOM
+study with its held instance; Bea in hospital B with a study (Dora's patient) and a DICOM study.
+Every persona's memberships are rows too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from apps.accounts.tenancy import resolve_tenant, tenant_scope
 from apps.chat import notifications
 from apps.chat.models import Conversation, Message, Notification, NotificationKind
 from apps.chat.services import send_message, start_conversation
-from apps.diagnosis.models import Diagnosis
+from apps.diagnosis.models import Diagnosis, ShadowResult
+from apps.integration.models import DicomInstance, DicomStudy
 from apps.reports.models import Report
 from apps.studies.access import cares_for
 from apps.studies.models import CareAssignment, Patient, Study
@@ -53,6 +56,15 @@ def rows(world):
         care = CareAssignment.objects.get(patient=w.paul_record, doctor=w.alice)
         invitation = invite(w.a, email="newcomer@example.org", role=Role.DOCTOR, actor=w.carol)
         invite(w.b, email="elsewhere@example.org", role=Role.DOCTOR, actor=None)
+        shadow = ShadowResult.objects.create(
+            hospital=w.a, diagnosis=dx_paul, model_version=dx_paul.specialist_version, route=dx_paul.route
+        )
+        dicom_paul = DicomStudy.objects.create(hospital=w.a, study_instance_uid="1.2.3.1", patient=w.paul_record)
+        dicom_unmatched = DicomStudy.objects.create(hospital=w.a, study_instance_uid="1.2.3.2")
+        DicomStudy.objects.create(hospital=w.b, study_instance_uid="1.2.3.3", patient=w.bea_record)
+        instance_paul = _instance(dicom_paul, "1.2.3.1.1", study=study_paul)
+        held = _instance(dicom_unmatched, "1.2.3.2.1", study=None)
+        members_a = set(Membership.objects.filter(hospital=w.a).values_list("pk", flat=True))
     return SimpleNamespace(
         study_paul=study_paul,
         study_olga=study_olga,
@@ -65,10 +77,43 @@ def rows(world):
         to_alice=to_alice,
         care=care,
         invitation=invitation,
+        shadow=shadow,
+        dicom_paul=dicom_paul,
+        dicom_unmatched=dicom_unmatched,
+        instance_paul=instance_paul,
+        held=held,
+        members_a=members_a,
     )
 
 
-MODELS = (Patient, CareAssignment, Study, Diagnosis, Report, Conversation, Message, Notification, Invitation)
+def _instance(dicom_study, sop_instance_uid, *, study):
+    return DicomInstance.objects.create(
+        hospital=dicom_study.hospital,
+        dicom_study=dicom_study,
+        series_instance_uid=f"{dicom_study.study_instance_uid}.0",
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study=study,
+        held_file_name="" if study else f"held/{sop_instance_uid}.dcm.enc",  # rows only: no file is read
+    )
+
+
+MODELS = (
+    Patient,
+    CareAssignment,
+    Study,
+    Diagnosis,
+    ShadowResult,
+    Report,
+    Conversation,
+    Message,
+    Notification,
+    Invitation,
+    Membership,
+    DicomStudy,
+    DicomInstance,
+)
 
 
 def seen(user, hospital) -> dict[type, set[int]]:
@@ -95,15 +140,21 @@ def test_each_persona_sees_exactly_their_rows(world, rows):
         conversation={r.conversation.pk},
         message={r.message.pk},
         notification=r.to_alice,
+        dicomstudy={r.dicom_paul.pk},
+        dicominstance={r.instance_paul.pk},
     )
     assert seen(w.bob, w.a) == expected()  # a doctor of the hospital who cares for nobody
-    assert seen(w.carol, w.a) == expected(  # the hospital admin: all clinical rows and invitations, no chats
+    assert seen(w.carol, w.a) == expected(  # the hospital admin: all clinical rows, invitations, members; no chats
         invitation={r.invitation.pk},
+        membership=r.members_a,
         patient={w.paul_record.pk, w.other_a.pk},
         careassignment={r.care.pk},
         study={r.study_paul.pk, r.study_olga.pk},
         diagnosis={r.dx_paul.pk, r.dx_olga.pk},
+        shadowresult={r.shadow.pk},
         report={r.report.pk},
+        dicomstudy={r.dicom_paul.pk, r.dicom_unmatched.pk},
+        dicominstance={r.instance_paul.pk, r.held.pk},
     )
     assert seen(w.paul, w.a) == expected(  # the patient: own record, signed report, own chat
         patient={w.paul_record.pk},

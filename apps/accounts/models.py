@@ -154,14 +154,30 @@ class Role(models.TextChoices):
     PATIENT = "patient", "Patient"
 
 
+class MembershipQuerySet(models.QuerySet["Membership"]):
+    def visible_to(self, tenant: Tenant) -> MembershipQuerySet:
+        """A hospital's admins see its memberships (the people and roles page); nobody else does."""
+        return self.filter(hospital=tenant.hospital) if tenant.is_admin else self.none()
+
+
+MembershipManager = models.Manager.from_queryset(MembershipQuerySet)
+
+
 class Membership(models.Model):
-    """A user's role in one hospital. One person may hold roles in several hospitals."""
+    """A user's role in one hospital. One person may hold roles in several hospitals.
+
+    Not a ``ScopedManager``: the memberships are what a request's tenant is resolved from
+    (``apps.accounts.tenancy``), before any hospital scope exists. Pages list them through
+    ``visible_to``.
+    """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     hospital = models.ForeignKey(Hospital, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MembershipManager()
 
     class Meta:
         ordering = ["hospital__name", "role"]

@@ -398,6 +398,15 @@ class DeploymentChange(models.Model):
         return f"{self.model_version} at {self.hospital}: {before} → {after}"
 
 
+class ShadowResultQuerySet(models.QuerySet["ShadowResult"]):
+    def visible_to(self, tenant: Tenant) -> ShadowResultQuerySet:
+        """The hospital's admins (the models dashboard); never doctors or patients."""
+        return self.filter(hospital=tenant.hospital) if tenant.is_admin else self.none()
+
+
+ShadowResultManager = models.Manager.from_queryset(ShadowResultQuerySet)
+
+
 class ShadowResult(models.Model):
     """What a shadow version read on a study whose live read is ``diagnosis``. Never shown to
     doctors or patients and never used in reports: only the models dashboard compares it with
@@ -417,8 +426,10 @@ class ShadowResult(models.Model):
     timings_ms = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects: ClassVar[models.Manager[ShadowResult]] = ScopedManager(hospital="hospital")
-    _default_manager: ClassVar[models.Manager[ShadowResult]]  # for mypy, which cannot see the class ScopedManager makes
+    objects: ClassVar[ShadowResultManager[ShadowResult]] = ScopedManager(ShadowResultManager, hospital="hospital")
+    _default_manager: ClassVar[
+        ShadowResultManager[ShadowResult]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-created_at", "-id"]

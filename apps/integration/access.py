@@ -19,7 +19,6 @@ from django.http import Http404
 
 from apps.accounts.models import Hospital
 from apps.accounts.tenancy import Tenant
-from apps.studies.models import Study
 
 from .models import DicomInstance, DicomStudy, IntegrationCredential
 
@@ -45,12 +44,11 @@ class Caller:
 def visible_instances(caller: Caller) -> QuerySet[DicomInstance]:
     """Instances the caller may search and retrieve: those filed under a patient (never the
     unmatched queue), and of those only the ones on the caller's pages for a person."""
-    base = DicomInstance.objects.filter(hospital=caller.hospital, study__isnull=False)
     if caller.credential is not None:
-        return base
+        return DicomInstance.objects.filter(hospital=caller.hospital, study__isnull=False)
     if caller.tenant is None:
         return DicomInstance.objects.none()
-    return base.filter(study__in=Study.objects.visible_to(caller.tenant))
+    return DicomInstance.objects.visible_to(caller.tenant).filter(study__isnull=False)
 
 
 def credentials(tenant: Tenant) -> QuerySet[IntegrationCredential]:
@@ -70,7 +68,7 @@ def unmatched_studies(tenant: Tenant) -> QuerySet[DicomStudy]:
     """Studies waiting for a hospital admin to say whose they are."""
     if not tenant.is_admin:
         return DicomStudy.objects.none()
-    return DicomStudy.objects.filter(hospital=tenant.hospital, patient__isnull=True)
+    return DicomStudy.objects.visible_to(tenant).filter(patient__isnull=True)
 
 
 def get_unmatched_study(tenant: Tenant, pk: int) -> DicomStudy:

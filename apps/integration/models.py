@@ -11,6 +11,8 @@ from django.db.models import Q
 from django_scopes import ScopedManager
 
 from apps.accounts.models import Hospital
+from apps.accounts.tenancy import Tenant
+from apps.studies.access import clinical_rows
 
 #: The role an integration credential acts in. It is not a membership role: a credential belongs
 #: to a hospital, not to a person, and it opens the DICOMweb endpoints of that hospital only
@@ -56,6 +58,16 @@ class IntegrationCredential(models.Model):
         return self.revoked_at is None
 
 
+class DicomStudyQuerySet(models.QuerySet["DicomStudy"]):
+    def visible_to(self, tenant: Tenant) -> DicomStudyQuerySet:
+        """Admins see every DICOM study of the hospital (the unmatched queue too), doctors those of
+        the patients they care for; patients none."""
+        return self.filter(clinical_rows(tenant))
+
+
+DicomStudyManager = models.Manager.from_queryset(DicomStudyQuerySet)
+
+
 class DicomStudy(models.Model):
     """One DICOM study (StudyInstanceUID) of a hospital, as it arrived over DICOMweb.
 
@@ -89,8 +101,10 @@ class DicomStudy(models.Model):
         help_text="The hospital admin who resolved it; empty when the Patient ID matched on arrival.",
     )
 
-    objects: ClassVar[models.Manager[DicomStudy]] = ScopedManager(hospital="hospital")
-    _default_manager: ClassVar[models.Manager[DicomStudy]]  # for mypy, which cannot see the class ScopedManager makes
+    objects: ClassVar[DicomStudyManager[DicomStudy]] = ScopedManager(DicomStudyManager, hospital="hospital")
+    _default_manager: ClassVar[
+        DicomStudyManager[DicomStudy]
+    ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -106,6 +120,16 @@ class DicomStudy(models.Model):
     @property
     def is_matched(self) -> bool:
         return self.patient_id is not None
+
+
+class DicomInstanceQuerySet(models.QuerySet["DicomInstance"]):
+    def visible_to(self, tenant: Tenant) -> DicomInstanceQuerySet:
+        """Admins see every instance of the hospital (those held for the unmatched queue too),
+        doctors those filed as studies of the patients they care for; patients none."""
+        return self.filter(clinical_rows(tenant, patient="study__patient"))
+
+
+DicomInstanceManager = models.Manager.from_queryset(DicomInstanceQuerySet)
 
 
 class DicomInstance(models.Model):
@@ -139,9 +163,9 @@ class DicomInstance(models.Model):
         IntegrationCredential, on_delete=models.SET_NULL, null=True, blank=True, related_name="instances"
     )
 
-    objects: ClassVar[models.Manager[DicomInstance]] = ScopedManager(hospital="hospital")
+    objects: ClassVar[DicomInstanceManager[DicomInstance]] = ScopedManager(DicomInstanceManager, hospital="hospital")
     _default_manager: ClassVar[
-        models.Manager[DicomInstance]
+        DicomInstanceManager[DicomInstance]
     ]  # for mypy, which cannot see the class ScopedManager makes
 
     class Meta:

@@ -372,11 +372,7 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
             f"It is valid for {days} days; the person appears here once they accept.",
         )
         return redirect("studies:members", hospital_slug=tenant.hospital.slug)
-    rows = (
-        Membership.objects.filter(hospital=tenant.hospital)
-        .select_related("user")
-        .order_by("-is_active", "role", "user__email")
-    )
+    rows = Membership.objects.visible_to(tenant).select_related("user").order_by("-is_active", "role", "user__email")
     page = _page(request, rows, AUDIT_PAGE_SIZE)
     paused = lockout.paused_emails([m.user.email for m in page.object_list])
     invitations = Invitation.objects.visible_to(tenant).pending().select_related("invited_by")
@@ -434,7 +430,7 @@ def _confirm(request: HttpRequest, *, question: str, consequence: str, button: s
 @require_POST
 def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     tenant = request.tenant  # type: ignore[attr-defined]
-    membership = Membership.objects.filter(hospital=tenant.hospital, pk=pk).select_related("user").first()
+    membership = Membership.objects.visible_to(tenant).filter(pk=pk).select_related("user").first()
     if membership is None:
         raise Http404("No such membership.")
     role, name = membership.get_role_display().lower(), membership.user.display_name
@@ -464,7 +460,7 @@ def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> Http
 def member_unlock(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Lift a member's sign-in pause (after too many failed attempts); audited."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    membership = Membership.objects.filter(hospital=tenant.hospital, pk=pk).select_related("user").first()
+    membership = Membership.objects.visible_to(tenant).filter(pk=pk).select_related("user").first()
     if membership is None:
         raise Http404("No such membership.")
     lockout.unlock(membership.user.email, hospital=tenant.hospital, actor=request.user, request=request)
