@@ -486,21 +486,28 @@ def _integrity_error(request: HttpRequest, caller: Caller, instance: DicomInstan
     return response
 
 
-def _retrieve(request: HttpRequest, caller: Caller, found: list[DicomInstance]) -> HttpResponse:
-    if not found:
-        return error(404, "Not found.")
-    if not _accepts_dicom(request):
-        return error(406, 'Instances are sent as multipart/related; type="application/dicom".')
+def _retrieve(
+    request: HttpRequest,
+    caller: Caller,
+    found: list[DicomInstance],
+    *,
+    action: str,
+    render: Callable[[list[bytes]], tuple[bytes, str]],
+) -> HttpResponse:
+    """The one retrieval path of WADO-RS: read and verify the stored file of every instance in
+    ``found`` (which the caller may see; a missing or tampered one: 409, audited, nothing sent),
+    turn the files into ``(body, content type)`` with ``render``, audit ``action`` for each
+    instance, and answer privately (``Cache-Control: private, no-store``)."""
     blobs = []
     for instance in found:
         try:
             blobs.append(_read(instance))
         except (TamperedFileError, OSError) as exc:
             return _integrity_error(request, caller, instance, exc)
-    body, content_type = multipart_related(blobs)
+    body, content_type = render(blobs)
     for instance in found:
         audit.record(
-            "dicomweb.retrieve",
+            action,
             hospital=caller.hospital,
             actor=caller.actor,
             obj=instance.study,
@@ -513,6 +520,15 @@ def _retrieve(request: HttpRequest, caller: Caller, found: list[DicomInstance]) 
     return response
 
 
+def _retrieve_dicom(request: HttpRequest, caller: Caller, found: list[DicomInstance]) -> HttpResponse:
+    """The instances themselves, as ``multipart/related; type="application/dicom"``."""
+    if not found:
+        return error(404, "Not found.")
+    if not _accepts_dicom(request):
+        return error(406, 'Instances are sent as multipart/related; type="application/dicom".')
+    return _retrieve(request, caller, found, action="dicomweb.retrieve", render=multipart_related)
+
+
 @dicomweb_endpoint
 def study(request: HttpRequest, caller: Caller, study: str) -> HttpResponse:
     if request.method not in READ_METHODS:
@@ -523,7 +539,7 @@ def study(request: HttpRequest, caller: Caller, study: str) -> HttpResponse:
         .select_related("study")
         .order_by("series_number", "instance_number", "pk")
     )
-    return _retrieve(request, caller, found)
+    return _retrieve_dicom(request, caller, found)
 
 
 def _instance(caller: Caller, study: str, series: str, instance: str) -> DicomInstance:
@@ -542,7 +558,22 @@ def _instance(caller: Caller, study: str, series: str, instance: str) -> DicomIn
 def instance(request: HttpRequest, caller: Caller, study: str, series: str, instance: str) -> HttpResponse:
     if request.method not in READ_METHODS:
         return _only_get()
-    return _retrieve(request, caller, [_instance(caller, study, series, instance)])
+    return _retrieve_dicom(request, caller, [_instance(caller, study, series, instance)])
+
+
+def _rendered_as(media_type: str) -> Callable[[list[bytes]], tuple[bytes, str]]:
+    """Render the one instance's pixels for display, as PNG or JPEG."""
+
+    def render(blobs: list[bytes]) -> tuple[bytes, str]:
+        (data,) = blobs
+        png = dicom_display_png(data)
+        if media_type == "image/png":
+            return png, media_type
+        out = io.BytesIO()
+        Image.open(io.BytesIO(png)).save(out, format="JPEG", quality=90)
+        return out.getvalue(), media_type
+
+    return render
 
 
 @dicomweb_endpoint
@@ -553,25 +584,4 @@ def rendered(request: HttpRequest, caller: Caller, study: str, series: str, inst
     media_type = request.get_preferred_type(["image/png", "image/jpeg"])
     if media_type is None:
         return error(406, "Rendered instances are sent as image/png or image/jpeg.")
-    try:
-        png = dicom_display_png(_read(found))
-    except (TamperedFileError, OSError) as exc:
-        return _integrity_error(request, caller, found, exc)
-    if media_type == "image/jpeg":
-        out = io.BytesIO()
-        Image.open(io.BytesIO(png)).save(out, format="JPEG", quality=90)
-        body = out.getvalue()
-    else:
-        body = png
-    audit.record(
-        "dicomweb.retrieve_rendered",
-        hospital=caller.hospital,
-        actor=caller.actor,
-        obj=found.study,
-        request=request,
-        sop_instance_uid=found.sop_instance_uid,
-        **caller.audit_detail,
-    )
-    response = HttpResponse(body, content_type=media_type)
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return _retrieve(request, caller, [found], action="dicomweb.retrieve_rendered", render=_rendered_as(media_type))

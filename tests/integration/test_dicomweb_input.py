@@ -7,6 +7,7 @@ import io
 import pytest
 from django.core.files.storage import default_storage
 from django_scopes import scopes_disabled
+from PIL import Image
 
 from apps.accounts.models import AuditEvent
 from apps.integration.models import DicomInstance, DicomStudy
@@ -144,3 +145,20 @@ def test_a_reason_that_quotes_a_line_break_from_the_instance_stays_one_warning_l
     assert response.status_code == 409
     assert response["Warning"] == '299 ImageMedix "Transfer syntax 1.2.8 X-Evil: 1.23 is not supported."'
     assert not response.has_header("X-Evil")
+
+
+@pytest.mark.parametrize(("accept", "image_format"), [("image/png", "PNG"), ("image/jpeg", "JPEG"), ("*/*", "PNG")])
+def test_rendered_instance_is_the_asked_image_type_private_and_audited(world, pacs, stow, client, accept, image_format):
+    data = chest_xray_dicom(patient_id="A-0001")
+    assert stow([data], auth=bearer(pacs.a)).status_code == 200
+    study, series, instance = uids(data)
+    path = f"/dicomweb/h/{world.a.slug}/studies/{study}/series/{series}/instances/{instance}/rendered"
+    response = client.get(path, HTTP_ACCEPT=accept, **bearer(pacs.a))
+    assert response.status_code == 200
+    assert response["Content-Type"] == f"image/{image_format.lower()}"
+    assert response["Cache-Control"] == "private, no-store"
+    assert Image.open(io.BytesIO(response.content)).format == image_format
+    with scopes_disabled():
+        [event] = AuditEvent.objects.filter(action="dicomweb.retrieve_rendered")
+        assert event.detail["sop_instance_uid"] == instance
+    assert client.get(path, HTTP_ACCEPT="text/html", **bearer(pacs.a)).status_code == 406
