@@ -21,6 +21,7 @@ class NotificationKind(models.TextChoices):
     RESULT_READY = "result_ready", "AI read ready"
     STUDY_FAILED = "study_failed", "AI read failed"
     REPORT_SIGNED = "report_signed", "Report signed"
+    REPORT_WITHDRAWN = "report_withdrawn", "Report withdrawn"
     NEW_MESSAGE = "new_message", "New message"
     STUDY_STATUS = "study_status", "Study status"
     DRIFT_ALERT = "drift_alert", "AI model drift alert"

@@ -28,6 +28,11 @@ def get_patient_report(tenant: Tenant, pk: int) -> Report:
     return _one(Report.objects.signed_for_patient(tenant), pk)
 
 
+def get_withdrawn_patient_report(tenant: Tenant, pk: int) -> Report:
+    """One of the patient user's own signed reports whose study was entered in error (404 otherwise)."""
+    return _one(Report.objects.withdrawn_for_patient(tenant), pk)
+
+
 def reports_of_study(tenant: Tenant, study: Study) -> QuerySet[Report]:
     """Every version of a study's report the user may read, newest first."""
     return _with_related(Report.objects.visible_to(tenant).filter(study=study)).order_by("-version")

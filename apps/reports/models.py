@@ -56,6 +56,15 @@ class ReportQuerySet(models.QuerySet["Report"]):
         """The patient user's own signed reports (their portal)."""
         return self.filter(self._own_signed(tenant))
 
+    def withdrawn_for_patient(self, tenant: Tenant) -> ReportQuerySet:
+        """The patient user's own signed reports whose study was entered in error: no longer theirs
+        to read, but an old link to one says that it was withdrawn rather than "not found"."""
+        return self.filter(
+            own_rows(tenant)
+            & Q(status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED))
+            & Q(study__entered_in_error_at__isnull=False)
+        )
+
     @staticmethod
     def _own_signed(tenant: Tenant) -> Q:
         # A study entered in error leaves the patient's view with its reports.

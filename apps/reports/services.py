@@ -16,8 +16,10 @@ from django.dispatch import Signal
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from apps.accounts import audit
+from apps.accounts.tenancy import tenant_scope
 from apps.diagnosis import services as diagnosis_services
 from apps.studies.access import cares_for, is_active_doctor
 from apps.studies.models import Study
@@ -303,6 +305,48 @@ def _notify_patient(report: Report) -> None:
         url=reverse("reports:my_report", args=[report.hospital.slug, report.pk]),
         data={"report_id": report.pk},
     )
+
+
+WITHDRAWN_NOTE = "Withdrawn: the image was entered in error, so this report no longer applies."
+
+
+def withdraw_from_patient(sender: Any, *, hospital_id: int, study_id: int, **kwargs: Any) -> None:
+    """A study was entered in error (``study_entered_in_error``, inside that transaction): its
+    signed reports leave the patient's view, so the patient's "Your report is ready" notifications
+    about them lose their link and say that the report was withdrawn, and the patient is told once
+    (a "Report withdrawn" notification linking to the page that explains it)."""
+    from apps.chat.models import Notification, NotificationKind
+    from apps.chat.notifications import notify
+
+    with tenant_scope(hospital_id):
+        reports = list(
+            Report.objects.filter(
+                study_id=study_id, status__in=(ReportStatus.SIGNED, ReportStatus.AMENDED)
+            ).select_related("patient", "study", "hospital")
+        )
+        user_id = reports[0].patient.user_id if reports else None
+        if user_id is None:
+            return
+        for notification in Notification.objects.filter(
+            user_id=user_id, kind=NotificationKind.REPORT_SIGNED, data__report_id__in=[r.pk for r in reports]
+        ):
+            notification.url = ""
+            notification.body = WITHDRAWN_NOTE
+            notification.data = {**notification.data, "withdrawn": True}
+            notification.save(update_fields=["url", "body", "data"])
+        latest = max(reports, key=lambda r: r.version)
+        taken = date_format(timezone.localtime(latest.study.created_at), "j F Y")
+        notify(
+            hospital_id=hospital_id,
+            user_id=user_id,
+            kind=NotificationKind.REPORT_WITHDRAWN,
+            title="A report of yours was withdrawn",
+            body=f"The image of {taken} was entered in error, so its report no longer applies. "
+            "Your doctor can tell you more.",
+            url=reverse("reports:my_report", args=[latest.hospital.slug, latest.pk]),
+            data={"report_id": latest.pk, "withdrawn": True},
+            key=f"study:{study_id}:withdrawn",
+        )
 
 
 def render_report_pdf_now(report_id: int) -> Report | None:

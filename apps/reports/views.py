@@ -408,8 +408,18 @@ def my_home(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 @role_required(Role.PATIENT)
 @require_GET
 def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    """A signed report of the patient's own. One whose image was later entered in error is no
+    longer shown; an old link to it (a notification, a bookmark) says it was withdrawn (410)."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    report = access.get_patient_report(tenant, pk)
+    try:
+        report = access.get_patient_report(tenant, pk)
+    except Http404:
+        withdrawn = access.get_withdrawn_patient_report(tenant, pk)
+        audit.record(
+            "report.view_withdrawn", hospital=tenant.hospital, actor=request.user, obj=withdrawn, request=request
+        )
+        context = {"report": withdrawn, "inbox_url": _optional_url("chat:inbox", hospital_slug)}
+        return render(request, "reports/my_report_withdrawn.html", context, status=410)
     newer = None
     if report.status == ReportStatus.AMENDED:
         newer = Report.objects.signed_for_patient(tenant).filter(study=report.study, status=ReportStatus.SIGNED).first()

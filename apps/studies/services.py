@@ -28,6 +28,9 @@ study_status_changed = Signal()
 #: Sent inside the transaction that queues a study for the AI read (hospital_id, study_id): the
 #: diagnosis app sends its task, on commit. (This app does not import the diagnosis app.)
 read_requested = Signal()
+#: Sent inside the transaction that marks a study as entered in error (hospital_id, study_id): the
+#: reports app withdraws the study's reports from the patient's notifications.
+study_entered_in_error = Signal()
 
 
 def create_patient(
@@ -101,6 +104,7 @@ def mark_entered_in_error(study: Study, doctor: Any, *, reason: str, request: Ht
         audit.record(
             "study.entered_in_error", hospital=locked.hospital, actor=doctor, obj=locked, request=request, reason=reason
         )
+        study_entered_in_error.send(sender=Study, hospital_id=locked.hospital_id, study_id=locked.pk)
     for field in ("entered_in_error_at", "entered_in_error_by", "entered_in_error_reason"):
         setattr(study, field, getattr(locked, field))
     return study

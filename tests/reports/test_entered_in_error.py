@@ -10,6 +10,7 @@ from django.urls import reverse
 from django_scopes import scopes_disabled
 
 from apps.accounts.models import AuditEvent
+from apps.chat.models import Notification, NotificationKind
 from apps.reports import services as report_services
 from apps.reports.models import Report
 from apps.studies import services
@@ -75,7 +76,8 @@ def test_it_leaves_the_worklist_the_priors_and_the_patients_view(client, world):
     assert client.get(url("reports:my_report", signed.pk)).status_code == 200
     with scopes_disabled():
         services.mark_entered_in_error(prior, world.alice, reason="Not this patient's film.")
-    assert client.get(url("reports:my_report", signed.pk)).status_code == 404
+    withdrawn = client.get(url("reports:my_report", signed.pk))
+    assert withdrawn.status_code == 410 and "This report was withdrawn" in withdrawn.content.decode()
     assert "Read the report" not in client.get(url("reports:my_home")).content.decode()  # no report card
 
     client.force_login(world.alice)
@@ -102,3 +104,46 @@ def test_no_report_can_be_written_on_it(world):
         services.mark_entered_in_error(other, world.alice, reason="Wrong file.")
         with pytest.raises(ValidationError):
             report_services.start_report(other, world.alice)
+
+
+def test_the_patients_report_ready_notification_says_the_report_was_withdrawn(client, world):
+    """Paul was told "Your report is ready"; the study is then entered in error. His notification no
+    longer links to the report and is marked withdrawn, he is told once that it was withdrawn, and
+    the old link explains that instead of "not found". Nobody else's report page changes."""
+    study = make_study(world.paul_record, world.alice)
+    other = write_report(make_study(world.paul_record, world.alice), world.alice, sign=True)
+    signed = write_report(study, world.alice, sign=True)
+    report_url = url("reports:my_report", signed.pk)
+    with scopes_disabled():
+        ready = Notification.objects.get(
+            user=world.paul, kind=NotificationKind.REPORT_SIGNED, data__report_id=signed.pk
+        )
+    assert ready.url == report_url
+    client.force_login(world.paul)
+    assert f'href="{report_url}"' in client.get(url("chat:notifications")).content.decode()
+
+    client.force_login(world.alice)
+    client.post(url("studies:entered_in_error", study.pk), {"reason": "Wrong patient."})
+    client.post(url("studies:entered_in_error", study.pk), {"reason": "Again."})  # refused: still told once
+
+    client.force_login(world.paul)
+    with scopes_disabled():
+        ready.refresh_from_db()
+        [told] = Notification.objects.filter(user=world.paul, kind=NotificationKind.REPORT_WITHDRAWN)
+        untouched = Notification.objects.get(user=world.paul, data__report_id=other.pk)
+    assert (ready.url, ready.data["withdrawn"]) == ("", True)
+    assert "entered in error" in ready.body
+    assert (told.url, told.title, told.read_at) == (report_url, "A report of yours was withdrawn", None)
+    assert untouched.url == url("reports:my_report", other.pk) and "withdrawn" not in untouched.data
+    page = client.get(url("chat:notifications")).content.decode()
+    assert f'href="{report_url}"' in page  # only once: the "withdrawn" notice, which explains
+    assert page.count(f'href="{report_url}"') == 1 and "Withdrawn</span>" in page
+    response = client.get(report_url)
+    assert response.status_code == 410
+    body = response.content.decode()
+    assert "This report was withdrawn" in body and signed.findings not in body
+    with scopes_disabled():
+        assert AuditEvent.objects.filter(action="report.view_withdrawn", object_id=str(signed.pk)).count() == 1
+    assert client.get(url("reports:my_report", other.pk)).status_code == 200
+    client.force_login(world.dora)  # another hospital's doctor: still nothing to see
+    assert client.get(report_url).status_code == 404
