@@ -51,7 +51,7 @@ format: install
 ci: lint
 	$(PY) manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=ci-$$(head -c 64 /dev/urandom | base64 | tr -d '/+=\n') \
-	  DJANGO_ALLOWED_HOSTS=imagemedix.example FILE_ENCRYPTION_KEYS=ci:$$(head -c 32 /dev/urandom | base64) \
+	  DJANGO_ALLOWED_HOSTS=imagemedix.example PUBLIC_BASE_URL=https://imagemedix.example FILE_ENCRYPTION_KEYS=ci:$$(head -c 32 /dev/urandom | base64) \
 	  $(PY) manage.py check --deploy --fail-level WARNING
 	$(MAKE) test
 

@@ -19,6 +19,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from celery.schedules import crontab
@@ -472,6 +473,28 @@ else:
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ImageMedix <no-reply@imagemedix.local>")
+# The portal's public address (scheme and host, e.g. https://imaging.example.org): links in e-mails
+# are built on it, also those sent outside a request (drift alerts from a worker, invitations from a
+# command). Empty: a link is completed from the request when there is one, and stays relative
+# otherwise (`check --deploy` warns about that when DJANGO_DEBUG is off; imagemedix/links.py).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").strip().rstrip("/")
+if PUBLIC_BASE_URL:
+    _public = urlsplit(PUBLIC_BASE_URL)
+    try:
+        _public_port_ok = _public.port is not None or ":" not in _public.netloc.rsplit("]", 1)[-1]
+    except ValueError:
+        _public_port_ok = False
+    if (
+        _public.scheme not in ("http", "https")
+        or not _public.hostname
+        or not _public_port_ok
+        or "@" in _public.netloc
+        or _public[2:] != ("", "", "")
+    ):
+        raise ImproperlyConfigured(
+            f"PUBLIC_BASE_URL must be the portal's scheme and host, such as https://imaging.example.org "
+            f"(no path, query or fragment), not {PUBLIC_BASE_URL!r}."
+        )
 
 # --- REST framework -----------------------------------------------------------------------
 # API tokens (django-rest-knox): stored as SHA-512 digests, each expires API_TOKEN_TTL_HOURS after it

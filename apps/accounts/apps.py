@@ -10,6 +10,7 @@ class AccountsConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
         from django.db.models.signals import post_delete
 
+        from . import checks  # noqa: F401 - registers the deployment checks
         from .models import User
         from .signals import on_user_deleted, on_user_logged_in, on_user_logged_out, on_user_login_failed
 

@@ -18,6 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from imagemedix.links import absolute_url
+
 from . import audit, tokens
 from .models import ApiToken, Hospital, Invitation, Membership, Role, User
 from .signals import announce_access_change
@@ -60,8 +62,7 @@ def invite(hospital: Hospital, *, email: str, role: str, actor: Any, request: Ht
             role=role,
             replaces=replaced,
         )
-        link = reverse("accounts:invitation", args=[token])
-        link = request.build_absolute_uri(link) if request is not None else link
+        link = absolute_url(reverse("accounts:invitation", args=[token]), request)
         transaction.on_commit(lambda: _send_invitation(invitation, link))
     return invitation
 

@@ -48,6 +48,7 @@ from apps.accounts import audit
 from apps.accounts.models import Hospital, User
 from apps.chat.notifications import NotificationKind, notify
 from apps.studies.access import active_admin_ids
+from imagemedix.links import absolute_url
 
 from .deployments import live_version
 from .models import (
@@ -462,7 +463,7 @@ def _notify_admins(alert: DriftAlert) -> None:
         subject = f"[ImageMedix] {title} at {hospital.name}"
         body = (
             f"{alert.message}\n\nThe AI's results may be less reliable until this is understood. "
-            f"Review and acknowledge the alert on the models page: {url}\n"
+            f"Review and acknowledge the alert on the models page: {absolute_url(url)}\n"
         )
         transaction.on_commit(lambda: _send(subject, body, recipients))
 
