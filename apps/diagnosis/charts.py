@@ -127,10 +127,12 @@ def agreement_over_time(summary: VersionSummary) -> Chart:
     shown = _every(weeks)
     for i, week in enumerate(weeks):
         rate = Rate(week.agreed, week.reviewed_determinate)
-        low, high = rate.interval  # type: ignore[misc]
+        value, interval = rate.value, rate.interval
+        assert value is not None and interval is not None  # weeks with reviewed reads only
+        low, high = interval
         x = _x(i, len(weeks))
         chart.points.append(
-            Point(x, _y(rate.value, 1.0), f"{week.week:%d %b}: {_rate_text(rate)}", _y(low, 1.0), _y(high, 1.0))  # type: ignore[arg-type]
+            Point(x, _y(value, 1.0), f"{week.week:%d %b}: {_rate_text(rate)}", _y(low, 1.0), _y(high, 1.0))
         )
         if i in shown:
             chart.x_ticks.append((x, f"{week.week:%d %b}"))
@@ -271,11 +273,13 @@ def calibration(summary: VersionSummary) -> Chart:
             continue
         mean = total / n
         rate = Rate(int(kept), int(n))
-        low, high = rate.interval  # type: ignore[misc]
+        value, interval = rate.value, rate.interval
+        assert value is not None and interval is not None  # n > 0 here
+        low, high = interval
         x = LEFT + (WIDTH - LEFT - RIGHT) * mean
         chart.points.append(
-            Point(x, _y(rate.value, 1.0), f"{mean:.0%} confident: {_rate_text(rate)} kept", _y(low, 1.0), _y(high, 1.0))
-        )  # type: ignore[arg-type]
+            Point(x, _y(value, 1.0), f"{mean:.0%} confident: {_rate_text(rate)} kept", _y(low, 1.0), _y(high, 1.0))
+        )
         band = f"{index / CALIBRATION_BINS:.0%}–{(index + 1) / CALIBRATION_BINS:.0%}"
         chart.table_rows.append([band, str(int(n)), _pct(mean), _rate_text(rate)])
     chart.line = _path([chart.points])

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from scipy import stats as scipy_stats
 
 from . import engine
 from .models import ModelVersion, Task
+
+if TYPE_CHECKING:
+    from .pipeline.artifact import Artifact
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 
@@ -104,7 +107,9 @@ def compare(candidate_dir: Path, data_dir: Path, live: ModelVersion | None = Non
     cases = held_out_cases(Path(data_dir), list(candidate.labels))
     truths = [label for _, label in cases]
     router = engine.load_model(_live(Task.ROUTER))
-    other = {t: engine.load_model(_live(t)) for t in (Task.CHEST, Task.BRAIN) if t != candidate.task}
+    other: dict[str, Artifact] = {
+        t: engine.load_model(_live(t)) for t in (Task.CHEST, Task.BRAIN) if t != candidate.task
+    }
     options = {"backend": settings.INFERENCE_BACKEND, "cache_dir": settings.MODEL_CACHE_DIR}
     arms = [
         _read_all(

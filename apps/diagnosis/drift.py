@@ -87,7 +87,7 @@ CONFIDENCE_EDGES = [i / 15 for i in range(16)]
 SIZE_EDGES = [0, 256, 512, 1024, 2048, 4096, float("inf")]
 NO_TAG = "none (PNG/JPEG)"
 #: What each task's signals are about, in the alerts and the charts.
-SCOPE = {Task.ROUTER: "all studies", Task.CHEST: "chest X-rays", Task.BRAIN: "brain MRIs"}
+SCOPE: dict[str, str] = {Task.ROUTER: "all studies", Task.CHEST: "chest X-rays", Task.BRAIN: "brain MRIs"}
 INPUT_SIGNALS = (DriftSignal.REFUSAL_RATE, DriftSignal.IMAGE_SIZE, DriftSignal.BIT_DEPTH, DriftSignal.MODALITY_TAGS)
 MODEL_SIGNALS = (DriftSignal.CLASS_MIX, DriftSignal.CONFIDENCE, DriftSignal.DISAGREEMENT, DriftSignal.OOD_RATE)
 
@@ -170,7 +170,9 @@ def _excess_rate(signal: str, hits: int, n: int, reference_rate: float, referenc
     """Rate signals: the Wilson lower bound of the window's rate above the reference rate."""
     if n < MIN_WINDOW:
         return Outcome(signal, None, n, reference, details={"reason": f"fewer than {MIN_WINDOW} reads"})
-    low, high = wilson_interval(hits, n)  # type: ignore[misc]
+    interval = wilson_interval(hits, n)
+    assert interval is not None  # n >= MIN_WINDOW > 0
+    low, high = interval
     value = low - reference_rate
     details = {"rate": hits / n, "low": low, "high": high, "reference_rate": reference_rate}
     return Outcome(signal, value, n, reference, crossed=value >= THRESHOLDS[signal], details=details)
@@ -289,6 +291,7 @@ def model_signals(hospital_id: int, window: Window, mv: ModelVersion) -> list[Ou
         )
 
     confidences = [c for r in answered if (c := _top(r)) is not None]
+    reference: list[int] | None
     if window.reference is not None:
         reference = histogram(
             [c for r in window.reference if not r["refused"] and (c := _top(r)) is not None], CONFIDENCE_EDGES
@@ -408,6 +411,7 @@ def _update_alerts(check: DriftCheck) -> DriftAlert | None:
         return None
     if uncleared is not None:  # still over its threshold: already alerted
         return None
+    assert check.value is not None  # a crossed check has a value
     alert = DriftAlert.objects.create(
         hospital_id=check.hospital_id,
         task=check.task,

@@ -31,10 +31,10 @@ class Task(models.TextChoices):
 
 
 #: The specialist task for each route the router can answer.
-SPECIALIST_FOR_ROUTE = {Modality.CHEST_XRAY: Task.CHEST, Modality.BRAIN_MRI: Task.BRAIN}
+SPECIALIST_FOR_ROUTE: dict[str, Task] = {Modality.CHEST_XRAY.value: Task.CHEST, Modality.BRAIN_MRI.value: Task.BRAIN}
 SPECIALIST_TASKS = (Task.CHEST, Task.BRAIN)
 #: The route of each specialist: also its dataset folder in shared/datasets and in export_feedback.
-ROUTE_FOR_SPECIALIST = {task.value: route.value for route, task in SPECIALIST_FOR_ROUTE.items()}
+ROUTE_FOR_SPECIALIST = {task.value: route for route, task in SPECIALIST_FOR_ROUTE.items()}
 
 
 class RefusalCode(models.TextChoices):

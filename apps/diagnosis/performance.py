@@ -392,5 +392,5 @@ def version_summaries(hospital_id: int, since: dt.date | None = None) -> list[Ve
         grouped[(row.model_version_id, row.arm)].append(row)
         versions[row.model_version_id] = row.model_version
     summaries = [VersionSummary.add_up(versions[vid], arm, weeks) for (vid, arm), weeks in grouped.items()]
-    order = {Task.ROUTER: 0, Task.CHEST: 1, Task.BRAIN: 2}
+    order: dict[str, int] = {Task.ROUTER: 0, Task.CHEST: 1, Task.BRAIN: 2}
     return sorted(summaries, key=lambda s: (order.get(s.model_version.task, 9), s.arm != PerformanceArm.LIVE, -s.reads))

@@ -116,7 +116,9 @@ def suspect_burned_in_text(pixels: np.ndarray) -> bool:
     scale = 1024 / max(h, w)
     if scale < 1:
         image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
-        pixels = np.asarray(image.resize((round(w * scale), round(h * scale)), Image.BILINEAR), np.float32) / 255
+        pixels = (
+            np.asarray(image.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR), np.float32) / 255
+        )
         h, w = pixels.shape
     band = np.zeros((h, w), bool)
     bh, bw = max(1, h // 5), max(1, w // 5)

@@ -68,7 +68,7 @@ class ReadTask(TenantTask):
     retry_backoff_max=120,
     retry_jitter=True,
 )
-def diagnose_study(self, *, hospital_id: int, study_id: int) -> int | None:  # type: ignore[no-untyped-def]
+def diagnose_study(self, *, hospital_id: int, study_id: int) -> int | None:
     """Read one study with the AI pipeline; returns the Diagnosis id (None if none was stored)."""
     if _deliveries(self.request.id, self.request.retries) > MAX_DELIVERIES:
         log.error("Study %s: task %s killed its worker %d times; giving up", study_id, self.request.id, MAX_DELIVERIES)

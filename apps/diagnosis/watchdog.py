@@ -24,6 +24,7 @@ import base64
 import datetime as dt
 import json
 import logging
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -38,6 +39,9 @@ from apps.studies.models import Study, StudyStatus
 from apps.studies.services import set_study_status
 
 from .tasks import diagnose_study
+
+if TYPE_CHECKING:
+    from kombu.transport.redis import Channel as RedisChannel
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,7 @@ def studies_in_broker() -> set[int]:
         return set()
     queue = app.conf.task_default_queue
     with app.connection_for_read() as connection:
-        channel = connection.default_channel
+        channel = cast("RedisChannel", connection.default_channel)  # the broker is Redis here (eager: above)
         client = channel.client
         queued = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
         # One unacked hash serves every queue on this Redis database: keep ours (its routing key).

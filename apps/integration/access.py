@@ -12,7 +12,7 @@ Anything else answers 404, exactly like something that does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import QuerySet
 from django.http import Http404
@@ -21,6 +21,12 @@ from apps.accounts.models import Hospital
 from apps.accounts.tenancy import Tenant
 
 from .models import DicomInstance, DicomStudy, IntegrationCredential
+
+
+class CredentialDetail(TypedDict, total=False):
+    """What an audit event of a DICOMweb request adds about its caller."""
+
+    credential: str  # the credential's key id
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Caller:
         return self.tenant.user if self.tenant is not None else None
 
     @property
-    def audit_detail(self) -> dict[str, str]:
+    def audit_detail(self) -> CredentialDetail:
         return {"credential": self.credential.key_id} if self.credential is not None else {}
 
 

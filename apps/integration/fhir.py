@@ -43,7 +43,7 @@ UCUM = "http://unitsofmeasure.org"
 WEIGHTS_SYSTEM = "urn:imagemedix:model-weights-sha256"
 ASSISTIVE_NOTE = "Assistive AI result, not a diagnosis. The signing doctor's conclusion is the report's."
 #: DICOM modality codes for the portal's image kinds.
-DICOM_MODALITY = {Modality.CHEST_XRAY: "DX", Modality.BRAIN_MRI: "MR"}
+DICOM_MODALITY: dict[str, str] = {Modality.CHEST_XRAY: "DX", Modality.BRAIN_MRI: "MR"}
 
 
 class NotExportable(Exception):
@@ -219,6 +219,7 @@ def _presented_form(report: Report) -> list[dict[str, Any]]:
 
 def _diagnostic_report(report: Report, imaging_url: str, observation_url: str | None, first: Report) -> dict[str, Any]:
     signer = report.signed_by
+    assert signer is not None and report.signed_at is not None  # report_bundle sends signed reports only
     resource: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": f"report-{first.pk}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
@@ -33,7 +33,7 @@ class LinkPatientForm(PlainLabelsMixin, forms.Form):
 
     def __init__(self, *args: Any, patients: QuerySet[Patient], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["patient"].queryset = patients
+        cast(forms.ModelChoiceField, self.fields["patient"]).queryset = patients
 
 
 def _dicom_date(value: str) -> dt.date | None:

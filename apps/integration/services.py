@@ -15,8 +15,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -48,6 +49,15 @@ class FailureReason:
     CANNOT_UNDERSTAND = 0xC000
     #: The transfer syntax is not one this server can decode.
     TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+
+
+class InstanceRefs(TypedDict):
+    """The four UIDs that name an instance, as it was sent (StoreOutcome's first fields)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
 
 
 @dataclass(frozen=True)
@@ -169,13 +179,13 @@ def store_instance(
         header = read_header(data)
     except UploadRejected as exc:
         return StoreOutcome(failure=FailureReason.CANNOT_UNDERSTAND, reason=exc.messages[0])
-    refs = {
+    refs: InstanceRefs = {
         "sop_class_uid": header.sop_class_uid,
         "sop_instance_uid": header.sop_instance_uid,
         "study_instance_uid": header.study_instance_uid,
         "series_instance_uid": header.series_instance_uid,
     }
-    missing = [name for name, value in refs.items() if not _valid_uid(value)]
+    missing = [name for name, value in refs.items() if not _valid_uid(str(value))]
     if missing:
         return StoreOutcome(
             **refs,
@@ -211,7 +221,7 @@ def store_instance(
         return found
 
 
-def _existing(hospital: Hospital, header: _Header, refs: dict[str, str]) -> StoreOutcome | None:
+def _existing(hospital: Hospital, header: _Header, refs: InstanceRefs) -> StoreOutcome | None:
     """The outcome for an instance stored before, or None if this SOP Instance UID is new here."""
     instance = (
         DicomInstance.objects.filter(hospital=hospital, sop_instance_uid=header.sop_instance_uid)
@@ -232,7 +242,7 @@ def _existing(hospital: Hospital, header: _Header, refs: dict[str, str]) -> Stor
 def _store_validated(
     hospital: Hospital,
     header: _Header,
-    refs: dict[str, str],
+    refs: InstanceRefs,
     validated: Any,
     *,
     credential: IntegrationCredential,
@@ -387,7 +397,7 @@ def link_unmatched_study(
                 instances=len(moved),
             )
             # The held copies go once the studies that replace them are committed.
-            transaction.on_commit(lambda: [delete_stored(name) for name in moved], robust=True)
+            transaction.on_commit(lambda: _delete_all(moved), robust=True)
     except BaseException:
         for name in created_files:
             delete_stored(name)
@@ -423,7 +433,7 @@ def discard_unmatched_study(
             reason=reason,
         )
         locked.delete()  # its instances go with it
-        transaction.on_commit(lambda: [delete_stored(name) for name in held if name], robust=True)
+        transaction.on_commit(lambda: _delete_all(name for name in held if name), robust=True)
 
 
 def create_patient_for_unmatched_study(
@@ -510,3 +520,8 @@ def send_report_fhir(report: Any, endpoint: dict[str, str], *, attempt: int) -> 
         version=report.version,
     )
     return status
+
+
+def _delete_all(names: Iterable[str]) -> None:
+    for name in names:
+        delete_stored(name)

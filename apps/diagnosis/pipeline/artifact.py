@@ -12,9 +12,12 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 
 from .ood import OOD_FILE, KindDescriber, MahalanobisCheck, load_check, load_describer
 
@@ -31,14 +34,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_model(num_classes: int, pretrained_file: str | None = None) -> torch.nn.Module:
+def build_model(num_classes: int, pretrained_file: str | None = None) -> EfficientNet:
     """The network every stage uses. ``pretrained_file``: ImageNet weights to start from."""
     import timm
+    from timm.models.efficientnet import EfficientNet
 
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": 1}
     if pretrained_file:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file)})
-    return timm.create_model(ARCH, **kwargs)
+    model = timm.create_model(ARCH, **kwargs)
+    assert isinstance(model, EfficientNet)  # ARCH's class: its forward_features and forward_head
+    return model
 
 
 @dataclass
@@ -65,12 +71,12 @@ class Artifact:
     feature_check: MahalanobisCheck | None = None
     #: The router's description of what an unsupported image resembles, when its card has one.
     describer: KindDescriber | None = None
-    _model: torch.nn.Module | None = field(default=None, repr=False)
+    _model: EfficientNet | None = field(default=None, repr=False)
     _head_weight: torch.Tensor | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> EfficientNet:
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -85,7 +91,9 @@ class Artifact:
     def classifier_weight(self) -> torch.Tensor:
         """(classes, features) weights of the linear head: Grad-CAM's channel weights (cam.py)."""
         if self._model is not None:
-            return self._model.get_classifier().weight
+            classifier = self._model.get_classifier()
+            assert isinstance(classifier, torch.nn.Linear)
+            return classifier.weight
         if self._head_weight is None:
             from safetensors import safe_open
 
@@ -103,7 +111,7 @@ class Artifact:
         return self.sha256[:12]
 
 
-def _build_from_weights(weights: Path, labels: list[str]) -> torch.nn.Module:
+def _build_from_weights(weights: Path, labels: list[str]) -> EfficientNet:
     from safetensors.torch import load_file
 
     model = build_model(len(labels))

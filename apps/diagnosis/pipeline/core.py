@@ -202,7 +202,7 @@ class TwoStagePipeline:
         t = time.perf_counter()
         route_probs, route_embedding = self.route(work)
         timings["router"] = _ms(t)
-        route = max(route_probs, key=route_probs.get)  # type: ignore[arg-type]
+        route = max(route_probs, key=route_probs.__getitem__)
         models = {"router": {"version": self.router.version, "sha256": self.router.sha256}}
         code = refusal_code(route, route_probs, self.min_confidence)
         kind = None
@@ -354,7 +354,7 @@ REFUSAL_CODES = ("other_modality", "unclear_route", "unlike_training", "unreadab
 def uncertain_between(probs: dict[str, float], min_margin: float) -> list[str]:
     """The two most likely classes when the top one leads the second by less than ``min_margin``
     (chosen on validation, card thresholds), else an empty list: the read commits to its label."""
-    ranked = sorted(probs, key=probs.get, reverse=True)  # type: ignore[arg-type]
+    ranked = sorted(probs, key=probs.__getitem__, reverse=True)
     if len(ranked) < 2 or probs[ranked[0]] - probs[ranked[1]] >= min_margin:
         return []
     return ranked[:2]

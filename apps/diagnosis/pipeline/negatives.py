@@ -114,7 +114,7 @@ def _crop(rng, img, size, min_area=0.2, max_area=1.0):
     im = Image.fromarray(img[y : y + ch, x : x + cw])
     if rng.random() < 0.5:
         im = im.rotate(float(rng.uniform(-30, 30)), fillcolor=int(rng.integers(0, 256)))
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _text_page(rng, size):
@@ -137,7 +137,7 @@ def _text_page(rng, size):
         for _ in range(int(rng.integers(1, 5))):
             x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
             dr.rectangle([x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(10, h // 3))], outline=fg)
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _ui(rng, size):
@@ -155,7 +155,7 @@ def _ui(rng, size):
             fill=int(rng.integers(0, 256)),
             font=ImageFont.load_default(size=int(rng.integers(10, 20))),
         )
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _noise(rng, size):

@@ -24,11 +24,15 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .artifact import Artifact
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class TargetLayerRunner(torch.nn.Module):
     """(logits, target-layer features) in one forward pass of a timm model."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: EfficientNet):
         super().__init__()
         self.model = model
 
@@ -152,7 +156,7 @@ def export_onnx(art: Artifact) -> bytes:
         torch.onnx.export(
             runner,
             (torch.zeros(1, 1, art.input_size, art.input_size),),
-            buf,
+            buf,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) writes to a file object too
             input_names=["x"],
             output_names=["logits", "features"],
             dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},

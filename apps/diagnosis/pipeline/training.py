@@ -22,8 +22,9 @@ import math
 import re
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from PIL import Image
 
 from . import ood
 from .artifact import ARCH, WEIGHTS_FILE, _build_from_weights, build_model, file_sha256, load_artifact
+
+if TYPE_CHECKING:
+    from timm.models.efficientnet import EfficientNet
 from .core import to_model_input
 from .metrics import classification_metrics, write_card
 from .ood import KindDescriber
@@ -129,7 +133,7 @@ def load_folder(folder: Path, labels: list[str], size: int) -> tuple[np.ndarray,
             continue
         for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}):
             with Image.open(path) as im:
-                xs.append(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.uint8))
+                xs.append(np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8))
             ys.append(index)
             names.append(path.name)
     if not xs:
@@ -222,9 +226,9 @@ def validation_mask(
                 taken += len(members[g])
         return mask
     for c in np.unique(ys):
-        idx = np.where(ys == c)[0]
-        rng.shuffle(idx)
-        mask[idx[: max(1, int(fraction * len(idx)))]] = True
+        rows = np.where(ys == c)[0]
+        rng.shuffle(rows)
+        mask[rows[: max(1, int(fraction * len(rows)))]] = True
     return mask
 
 
@@ -536,7 +540,7 @@ def fit(
     yva: np.ndarray,
     cfg: dict[str, Any],
     log: Callable[[str], Any] = print,
-) -> tuple[torch.nn.Module, torch.Tensor, list[dict[str, Any]]]:
+) -> tuple[EfficientNet, torch.Tensor, list[dict[str, Any]]]:
     """The training loop: class-weighted loss, augmentation, early stopping on validation macro-F1.
 
     Returns the best model (by validation macro-F1), the class weights and the per-epoch history.
@@ -544,7 +548,8 @@ def fit(
     labels, size = TASK_LABELS[task], int(cfg["img_size"])
     device = resolve_device(str(cfg.get("device", "auto")))
     torch.manual_seed(int(cfg["seed"]))
-    model = build_model(len(labels), cfg["pretrained"]).to(device, memory_format=torch.channels_last)
+    # torch accepts a device and a memory format in one call; its type overloads do not.
+    model = build_model(len(labels), cfg["pretrained"]).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     flip, scale_min = task != "chest", 0.6 if task == "router" else 0.75
     augment = make_augment(size, flip=flip, scale_min=scale_min)
     on_gpu = device.type == "cuda"
@@ -563,7 +568,7 @@ def fit(
     for epoch in range(int(cfg["epochs"])):
         model.train()
         order = np.random.default_rng(int(cfg["seed"]) + epoch).permutation(len(ytr))
-        t, total = time.time(), 0.0
+        t, running = time.time(), torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = order[step * bs : (step + 1) * bs]
             if on_gpu:
@@ -584,8 +589,8 @@ def fit(
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.detach()
-        total = float(total)
+            running += loss.detach()
+        total = float(running)
         val = classification_metrics(
             yva, torch.softmax(predict_logits(model, xva, size, cfg["bf16"]), 1).numpy(), labels
         )
@@ -615,7 +620,7 @@ def fit(
 
 def finalize(
     task: str,
-    model: torch.nn.Module,
+    model: EfficientNet,
     train_set: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray] | None,
@@ -699,7 +704,7 @@ def finalize(
 
 @torch.no_grad()
 def logits_and_embeddings(
-    model: torch.nn.Module, xs: np.ndarray, size: int, augment: Callable | None = None
+    model: EfficientNet, xs: np.ndarray, size: int, augment: Callable | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 logits and penultimate embeddings (on the CPU) of uint8 images (N, S, S), as inference
     computes them, on the model's device."""
@@ -714,7 +719,7 @@ def logits_and_embeddings(
     return torch.cat(logits), torch.cat(embeddings)
 
 
-def fit_feature_check(model: torch.nn.Module, xtr: np.ndarray, ytr: np.ndarray, size: int, task: str):
+def fit_feature_check(model: EfficientNet, xtr: np.ndarray, ytr: np.ndarray, size: int, task: str):
     """The specialist's Mahalanobis check, fitted on its training images: each clean and once
     augmented (geometry and appearance, as in training), so that ordinary differences between
     hospitals in exposure, noise and framing stay inside the fitted region."""
@@ -759,7 +764,7 @@ def risk_coverage(probs: np.ndarray, ys: np.ndarray, margins: list[float]) -> li
     return rows
 
 
-def _kind_embeddings(model: torch.nn.Module, data_dir: Path, size: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _kind_embeddings(model: EfficientNet, data_dir: Path, size: int, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Router embeddings of each negative kind it trained on (real modalities and synthetic)."""
     from .negatives import generate
 
@@ -802,7 +807,9 @@ def next_version(out_dir: Path, task: str) -> str:
 OTHER_MODALITIES = "other_modalities"
 
 
-def other_modality_images(root: Path, split: str, size: int, exclude: set[str] = frozenset()) -> dict[str, np.ndarray]:
+def other_modality_images(
+    root: Path, split: str, size: int, exclude: AbstractSet[str] = frozenset()
+) -> dict[str, np.ndarray]:
     """Real images of other modalities, ``root/other_modalities/<split>/<kind>/*``, per kind.
 
     Every one of them is a router negative ("unsupported"); the kinds are bookkeeping for the
@@ -823,7 +830,7 @@ def other_modality_images(root: Path, split: str, size: int, exclude: set[str] =
 
 def _load_gray(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def _router_data(root: Path, size: int, cfg: dict[str, Any]):

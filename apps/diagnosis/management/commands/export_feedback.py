@@ -178,11 +178,11 @@ class Command(BaseCommand):
                 writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
                 writer.writeheader()
                 writer.writerows(rows)
-            for hospital in Hospital.objects.filter(pk__in=per_hospital):
+            for exported_from in Hospital.objects.filter(pk__in=per_hospital):
                 audit.record(
                     "diagnosis.export_feedback",
-                    hospital=hospital,
-                    count=per_hospital[hospital.pk],
+                    hospital=exported_from,
+                    count=per_hospital[exported_from.pk],
                     destination=str(out_dir),
                 )
         self.stdout.write(f"Exported {written} case(s) to {out_dir}" + (f"; skipped {skipped}." if skipped else "."))

@@ -21,10 +21,10 @@ class Command(BaseCommand):
         for mv in sync_shipped_models():
             self.stdout.write(f"Registered {mv.task} {mv.version} ({mv.short_sha})")
         if activate:
-            mv = ModelVersion.objects.filter(task=activate[0], version=activate[1]).first()
-            if mv is None:
+            chosen = ModelVersion.objects.filter(task=activate[0], version=activate[1]).first()
+            if chosen is None:
                 raise CommandError(f"No model version {activate[0]} {activate[1]} is registered.")
-            activate_version(mv)
+            activate_version(chosen)
         for mv in ModelVersion.objects.order_by("task", "-created_at"):
             flag = "active" if mv.is_active else (f"rollout {mv.rollout_percent}%" if mv.rollout_percent else "")
             acc = f"acc {mv.accuracy:.3f}" if mv.accuracy is not None else ""
