@@ -68,4 +68,4 @@ class SameOriginValidator:
         parsed = normalized_origin(origin) if origin else None
         if parsed is not None and parsed in allowed_origins(scope):
             return await self.application(scope, receive, send)
-        return await WebsocketDenier()(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)  # type: ignore[arg-type]  # a WebSocket scope (above)

@@ -4,6 +4,7 @@ app's admin uses so that a hospital admin only ever sees their own hospital's ro
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from functools import reduce
 from typing import Any
 
@@ -128,13 +129,13 @@ class HospitalScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        if field is not None and hasattr(field, "queryset"):
+        if field is not None and hasattr(field, "queryset") and field.queryset is not None:
             field.queryset = self._limit_choices(request, db_field.related_model, field.queryset)
         return field
 
     def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_manytomany(db_field, request, **kwargs)
-        if field is not None and hasattr(field, "queryset"):
+        if field is not None and hasattr(field, "queryset") and field.queryset is not None:
             field.queryset = self._limit_choices(request, db_field.related_model, field.queryset)
         return field
 
@@ -210,7 +211,8 @@ class TenantOwnedAdmin(HospitalScopedAdmin):
         admin_role = frozenset({Role.HOSPITAL_ADMIN})
         hospitals = Hospital.objects.filter(pk__in=admin_hospital_ids(request))
         tenants = [Tenant(hospital=hospital, user=request.user, roles=admin_role) for hospital in hospitals]
-        return reduce(operator.or_, (qs.visible_to(tenant) for tenant in tenants), qs.none())
+        # The models of TenantOwnedAdmin have a queryset with visible_to; ModelAdmin types it as QuerySet.
+        return reduce(operator.or_, (qs.visible_to(tenant) for tenant in tenants), qs.none())  # type: ignore[attr-defined]
 
 
 class ReadOnlyAdminMixin:
@@ -289,6 +291,7 @@ class UserAdmin(HospitalScopedAdmin, auth_admin.UserAdmin):
 
     @admin.action(description="Deactivate the selected accounts", permissions=["change"])
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        assert request.user.is_authenticated  # the admin site requires a staff login
         deactivated = 0
         with transaction.atomic():
             for user in queryset.filter(is_active=True).exclude(pk=request.user.pk):
@@ -316,7 +319,7 @@ class HospitalAdmin(HospitalScopedAdmin):
         # The slug is in every URL and the flag switches the tenant off: platform admins only.
         return () if self.is_platform_admin(request) else ("slug", "is_active")
 
-    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, tuple[str, ...]]:
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Any = None) -> dict[str, Sequence[str]]:
         # A read-only field has no form field to fill in (prepopulating it was a KeyError, a 500).
         return dict(self.prepopulated_fields) if self.is_platform_admin(request) else {}
 

@@ -4,7 +4,7 @@ than a 500."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import audit, tokens
-from .models import ApiToken
+from .models import ApiToken, User
 from .tenancy import resolve_tenant, tenant_scope
 
 BOUND_TO_OTHER_HOSPITAL = "This API token is bound to another hospital. Create a token for this hospital."
@@ -72,7 +72,8 @@ class TokenLogout(APIView):
         responses={204: OpenApiResponse(description="Revoked."), 401: OpenApiResponse(description="No valid token.")},
     )
     def post(self, request: Request) -> Response:
-        tokens.revoke(request.auth, actor=request.user, request=request)
+        token = cast(ApiToken, request.auth)  # authenticated by TokenAuthentication, the only class here
+        tokens.revoke(token, actor=request.user, request=request)
         return Response(status=204)
 
 
@@ -90,7 +91,8 @@ class TokenLogoutAll(APIView):
         responses={204: OpenApiResponse(description="Revoked."), 401: OpenApiResponse(description="No valid token.")},
     )
     def post(self, request: Request) -> Response:
-        tokens.revoke_all(request.user, reason="user_request", actor=request.user, request=request)
+        user = cast(User, request.user)  # IsAuthenticated
+        tokens.revoke_all(user, reason="user_request", actor=user, request=request)
         return Response(status=204)
 
 
@@ -107,8 +109,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, Throttled):
         response = drf_exception_handler(exc, context)
         if response is not None:
-            wait = f"{exc.wait:.0f} seconds" if exc.wait is not None else "a while"
-            response.data = {"detail": f"{exc.detail} You can try again in {wait}."}
+            wait = exc.wait  # type: ignore[attr-defined]  # set by Throttled(wait=...); not in its stubs
+            wait_text = f"{wait:.0f} seconds" if wait is not None else "a while"
+            response.data = {"detail": f"{exc.detail} You can try again in {wait_text}."}
         return response
     if isinstance(exc, Http404):
         return Response({"detail": "Not found."}, status=404)

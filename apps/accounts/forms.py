@@ -3,7 +3,7 @@ addresses cannot be probed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -41,7 +41,7 @@ class ApiTokenForm(forms.Form):
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
-        self.fields["hospital"].queryset = clinical_hospitals(user)
+        cast(forms.ModelChoiceField, self.fields["hospital"]).queryset = clinical_hospitals(user)
 
 
 class CodeForm(forms.Form):
@@ -121,7 +121,8 @@ class AccountFromInvitationForm(forms.Form):
 
         from .models import User
 
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         first, second = data.get("password1"), data.get("password2")
         if first and second and first != second:
             self.add_error("password2", "The two passwords are not the same.")

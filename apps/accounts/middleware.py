@@ -44,7 +44,7 @@ class TenantMiddleware:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         try:
-            tenant = resolve_tenant(request.user, slug)  # type: ignore[arg-type]
+            tenant = resolve_tenant(request.user, slug)
         except Http404:
             return page_not_found(request, Http404("No such hospital."))
         request.tenant = tenant  # type: ignore[attr-defined]

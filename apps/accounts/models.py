@@ -57,14 +57,21 @@ class User(AbstractUser):
     ``Membership`` rows there, never from this row alone.
     """
 
-    username = None  # type: ignore[assignment]
+    username = None  # type: ignore[assignment]  # drops AbstractUser's field: we log in with the e-mail
     email = models.EmailField("e-mail address", unique=True)
     full_name = models.CharField(max_length=200, blank=True)
 
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
-    objects = UserManager()  # type: ignore[misc]
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]  # not Django's UserManager: no username
+
+    if TYPE_CHECKING:
+
+        def is_verified(self) -> bool:
+            """Whether this session passed the second factor: set on ``request.user`` by
+            django-otp's ``OTPMiddleware``."""
+            ...
 
     class Meta:
         ordering = ["email"]
@@ -81,7 +88,7 @@ class User(AbstractUser):
         if self.is_superuser and self.pk and self.memberships.filter(is_active=True).exists():
             raise ValidationError({"is_superuser": MEMBER_NOT_A_PLATFORM_ADMIN})
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         """Save; when the password changed or the account was switched off, tell the realtime side
         on commit, so the user's open WebSockets re-validate (and those of other sessions close).
         Compared with the stored row, so every path counts: the password pages, a reset, the
@@ -104,9 +111,9 @@ class User(AbstractUser):
             deactivated = stored["is_active"] and not self.is_active
             access_may_end = hash_changed or deactivated
             # ``set_password`` keeps the raw password until the save; the login re-hash clears it.
-            password_changed = hash_changed and self._password is not None
+            password_changed = hash_changed and self._password is not None  # type: ignore[attr-defined]  # set_password's; not in django-stubs
             credentials_gone = password_changed or deactivated or (hash_changed and not self.has_usable_password())
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
         from . import audit  # audit imports this module
 
         if password_changed:
@@ -189,11 +196,11 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} — {self.get_role_display()} at {self.hospital}"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         """The platform superuser is never a member of a hospital, whichever path tries."""
         if User.objects.filter(pk=self.user_id, is_superuser=True).exists():
             raise ValidationError(PLATFORM_ADMIN_NOT_A_MEMBER)
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         if self.user_id is not None and User.objects.filter(pk=self.user_id, is_superuser=True).exists():
@@ -291,7 +298,7 @@ class ApiToken(AbstractAuthToken):
         return f"{self.token_key}… ({self.user})"
 
 
-class AuditEventQuerySet(models.QuerySet):
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     """Bulk ``update()`` and ``delete()`` raise too, like ``save`` and ``delete`` on one event."""
 
     def visible_to(self, tenant: Tenant) -> AuditEventQuerySet:
@@ -358,14 +365,14 @@ class AuditEvent(models.Model):
         when = f"{self.created_at:%Y-%m-%d %H:%M}"
         return f"{when} {self.actor_display} {self.action} {self.object_type}#{self.object_id}"
 
-    def save(self, *args: object, **kwargs: object) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not self._state.adding:
             raise RuntimeError("Audit events are append-only.")
         if not self.prev_hash:
             raise RuntimeError("Write audit events with apps.accounts.audit.record, which chains them.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)
 
-    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise RuntimeError("Audit events are append-only.")
 
     @property

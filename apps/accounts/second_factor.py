@@ -219,7 +219,7 @@ class SecondFactorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        if not user.is_authenticated or user.is_verified() or self._is_open(request):  # type: ignore[union-attr]
+        if not user.is_authenticated or user.is_verified() or self._is_open(request):
             return self.get_response(request)
         if request.path_info.startswith(MACHINE_PREFIXES):
             if not needs_verification(user):

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpRequest
 from django.utils.crypto import constant_time_compare
 from django_scopes import scope, scopes_disabled
 
@@ -164,6 +164,20 @@ def admin_scope(user: User) -> Iterator[None]:
     else:
         with scope(hospital=hospitals_administered_by(user)):
             yield
+
+
+class AuthenticatedRequest(HttpRequest):
+    """The request of a ``login_required`` view: its user is signed in. A type for annotations."""
+
+    user: User
+
+
+class TenantRequest(AuthenticatedRequest):
+    """The request of a page under ``/h/<hospital_slug>/``, as its view gets it: ``TenantMiddleware``
+    has set ``tenant`` and let only a signed-in member through. A type for annotations: such views
+    take ``request: TenantRequest``."""
+
+    tenant: Tenant
 
 
 def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

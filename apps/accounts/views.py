@@ -12,6 +12,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -23,6 +24,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from . import audit, lockout, ratelimit, reauth, second_factor, services, tokens
 from .forms import AccountFromInvitationForm, ApiTokenForm, CodeForm, LoginForm, ReauthForm, SetupCodeForm
 from .models import ApiToken, Membership, Role
+from .tenancy import AuthenticatedRequest
 
 WRONG_CODE = (
     "That code is not right. Use the newest code your app shows (each code works once), or one of your recovery codes."
@@ -53,7 +55,7 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
-    def form_valid(self, form: LoginForm) -> HttpResponse:
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         response = super().form_valid(form)
         user = form.get_user()
         if second_factor.needs_verification(user):
@@ -66,11 +68,11 @@ class LoginView(auth_views.LoginView):
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def two_factor_verify(request: HttpRequest) -> HttpResponse:
+def two_factor_verify(request: AuthenticatedRequest) -> HttpResponse:
     """The second step of signing in: a code from the authenticator app, or a recovery code."""
     user = request.user
     next_url = _next_url(request)
-    if user.is_verified():  # type: ignore[union-attr]
+    if user.is_verified():
         return redirect(next_url)
     if second_factor.authenticator(user) is None:
         if second_factor.required_for(user):
@@ -106,12 +108,12 @@ def two_factor_verify(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def two_factor_setup(request: HttpRequest) -> HttpResponse:
+def two_factor_setup(request: AuthenticatedRequest) -> HttpResponse:
     """Set up an authenticator app: scan the QR code (or type the key), enter the first code, get
     the recovery codes once. Replacing an authenticator needs a session verified with the old one."""
     user = request.user
     next_url = _next_url(request, default=reverse("accounts:security"))
-    if second_factor.authenticator(user) is not None and not user.is_verified():  # type: ignore[union-attr]
+    if second_factor.authenticator(user) is not None and not user.is_verified():
         return redirect(second_factor.challenge_url(user, request.get_full_path()))
     device = second_factor.pending_authenticator(user)
     form = SetupCodeForm(request.POST or None)
@@ -140,7 +142,7 @@ def two_factor_setup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def recovery_codes_new(request: HttpRequest) -> HttpResponse:
+def recovery_codes_new(request: AuthenticatedRequest) -> HttpResponse:
     """New recovery codes (the old ones stop working), shown once. Only with an authenticator, so
     only in a verified session (the middleware sees to that)."""
     if second_factor.authenticator(request.user) is None:
@@ -154,7 +156,7 @@ def recovery_codes_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def two_factor_remove(request: HttpRequest) -> HttpResponse:
+def two_factor_remove(request: AuthenticatedRequest) -> HttpResponse:
     """Turn two-step verification off, where no policy requires it."""
     if second_factor.required_for(request.user):
         messages.error(request, "Your role requires two-step verification, so it cannot be turned off.")
@@ -167,7 +169,7 @@ def two_factor_remove(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def reauthenticate(request: HttpRequest) -> HttpResponse:
+def reauthenticate(request: AuthenticatedRequest) -> HttpResponse:
     """Confirm it is you before a signature: the password, and the authenticator code if there is
     one. Then back to where the doctor was (``next``), whose form content was kept."""
     user = request.user
@@ -208,14 +210,14 @@ def reauthenticate(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def security(request: HttpRequest) -> HttpResponse:
+def security(request: AuthenticatedRequest) -> HttpResponse:
     """Account security: password, two-step verification, recovery codes, API tokens."""
     user = request.user
     context = {
         "authenticator": second_factor.authenticator(user),
         "required": second_factor.required_for(user),
         "recovery_left": second_factor.recovery_codes_left(user),
-        "token_count": len(tokens.active_tokens(user)),  # type: ignore[arg-type]
+        "token_count": len(tokens.active_tokens(user)),
     }
     return render(request, "accounts/security.html", context)
 
@@ -277,7 +279,7 @@ def home_url_for(membership: Membership) -> str:
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     """One hospital: go straight there. Several: pick one. None: the platform admin goes on to the
     admin; anyone else is told to ask for access."""
     memberships = list(
@@ -312,14 +314,14 @@ def about(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def api_tokens(request: HttpRequest) -> HttpResponse:
+def api_tokens(request: AuthenticatedRequest) -> HttpResponse:
     """The user's API tokens: create one (shown once, on this response only), list, revoke."""
     form = ApiTokenForm(request.POST or None, user=request.user)
     created = None
     if request.method == "POST" and form.is_valid():
         try:
             token, raw = tokens.create(
-                request.user,  # type: ignore[arg-type]
+                request.user,
                 name=form.cleaned_data["name"],
                 hospital=form.cleaned_data["hospital"],
                 request=request,
@@ -332,8 +334,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "created": created,
-        "tokens": tokens.active_tokens(request.user),  # type: ignore[arg-type]
-        "may_create": tokens.clinical_hospitals(request.user).exists(),  # type: ignore[arg-type]
+        "tokens": tokens.active_tokens(request.user),
+        "may_create": tokens.clinical_hospitals(request.user).exists(),
         "ttl_hours": settings.API_TOKEN_TTL_HOURS,
     }
     response = render(request, "accounts/api_tokens.html", context, status=400 if form.errors else 200)
@@ -343,7 +345,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def api_token_revoke(request: HttpRequest) -> HttpResponse:
+def api_token_revoke(request: AuthenticatedRequest) -> HttpResponse:
     key = request.POST.get("token", "")
     token = ApiToken.objects.filter(user=request.user, token_key=key).first() if "\x00" not in key else None
     if token is None:
@@ -355,8 +357,8 @@ def api_token_revoke(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def api_tokens_revoke_all(request: HttpRequest) -> HttpResponse:
-    count = tokens.revoke_all(request.user, reason="user_request", actor=request.user, request=request)  # type: ignore[arg-type]
+def api_tokens_revoke_all(request: AuthenticatedRequest) -> HttpResponse:
+    count = tokens.revoke_all(request.user, reason="user_request", actor=request.user, request=request)
     if count:
         messages.success(request, f"All your API tokens are revoked ({count}).")
     else:
@@ -381,7 +383,7 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             return render(request, "accounts/invitation.html", {**context, "wrong_account": True}, status=403)
         if request.method == "POST":
             try:
-                membership = services.accept_invitation(invitation, user, request=request)  # type: ignore[arg-type]
+                membership = services.accept_invitation(invitation, user, request=request)
             except ValidationError as exc:
                 return render(request, "accounts/invitation.html", {**context, "error": exc.messages[0]}, status=400)
             messages.success(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from apps.accounts import audit
 from apps.accounts.models import Role
-from apps.accounts.tenancy import role_required
+from apps.accounts.tenancy import TenantRequest, role_required
 
 from . import access, notifications, services
 from .models import Conversation, Message, Notification
@@ -31,9 +31,9 @@ def _int(value: str | None) -> int | None:
 
 
 @require_http_methods(["GET", "POST"])
-def notification_list(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def notification_list(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """Every member's notifications in this hospital; POST marks them all read."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     if request.method == "POST":
         notifications.mark_read(tenant.hospital.pk, tenant.user.pk)
         return redirect("chat:notifications", hospital_slug)
@@ -48,9 +48,9 @@ def notification_list(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 
 @require_GET
-def notifications_json(request: HttpRequest, hospital_slug: str) -> JsonResponse:
+def notifications_json(request: TenantRequest, hospital_slug: str) -> JsonResponse:
     """``?since=<id>``: the notifications after that id, oldest first (fallback to the socket sync)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     since = _int(request.GET.get("since", "0"))
     if since is None or since < 0:
         return JsonResponse({"error": "“since” must be a notification id."}, status=400)
@@ -69,9 +69,9 @@ def notifications_json(request: HttpRequest, hospital_slug: str) -> JsonResponse
 
 @role_required(Role.DOCTOR, Role.PATIENT)
 @require_http_methods(["GET", "POST"])
-def inbox(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def inbox(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """Conversations with unread counts; POST starts one (doctor → patient or patient → doctor)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     if request.method == "POST":
         conversation = _start(request)
         return redirect("chat:conversation", hospital_slug, conversation.pk)
@@ -86,12 +86,12 @@ def inbox(request: HttpRequest, hospital_slug: str) -> HttpResponse:
     )
 
 
-def _start(request: HttpRequest) -> Conversation:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def _start(request: TenantRequest) -> Conversation:
+    tenant = request.tenant
     patient_id = _int(request.POST.get("patient"))
     doctor_id = _int(request.POST.get("doctor"))
     if doctor_id is None and tenant.is_doctor:
-        patient = access.startable_patients(tenant).filter(pk=patient_id).first()
+        patient = access.startable_patients(tenant).filter(pk=patient_id).first() if patient_id is not None else None
         if patient is None:
             raise Http404("No such patient.")
         return services.start_conversation(patient, tenant.user, actor=tenant.user, request=request)
@@ -103,8 +103,8 @@ def _start(request: HttpRequest) -> Conversation:
 
 @role_required(Role.DOCTOR, Role.PATIENT)
 @require_http_methods(["GET", "POST"])
-def conversation(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def conversation(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     convo = access.get_conversation(tenant, pk)
     error, draft, status = "", "", 200
     if request.method == "POST":

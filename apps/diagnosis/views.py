@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.accounts import audit
 from apps.accounts.models import Role
-from apps.accounts.tenancy import role_required
+from apps.accounts.tenancy import TenantRequest, role_required
 from apps.studies.downloads import serve_encrypted
 
 from . import access, dashboard, deployments, drift
@@ -36,10 +36,10 @@ LAYERS = {
 
 
 @role_required(*CLINICAL)
-def overlay(request: HttpRequest, hospital_slug: str, study_pk: int, layer: str = "overlay") -> HttpResponse:
+def overlay(request: TenantRequest, hospital_slug: str, study_pk: int, layer: str = "overlay") -> HttpResponse:
     """A Grad-CAM image of the study's latest AI read (decrypted, audited): the blended overlay,
     or with ``layer="heatmap"`` the greyscale map alone."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     diagnosis = access.get_diagnosis(tenant, study_pk)
     name_field, sha_field, filename = LAYERS[layer]
     if not getattr(diagnosis, name_field):
@@ -61,9 +61,9 @@ def overlay(request: HttpRequest, hospital_slug: str, study_pk: int, layer: str 
 
 
 @role_required(*CLINICAL)
-def study_status(request: HttpRequest, hospital_slug: str, study_pk: int) -> JsonResponse:
+def study_status(request: TenantRequest, hospital_slug: str, study_pk: int) -> JsonResponse:
     """Status, message and AI summary of a study: what a page that reconnects fetches to catch up."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     study, diagnosis = access.get_study_and_diagnosis(tenant, study_pk)
     audit.record("study.view_status", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
     response = JsonResponse(
@@ -83,16 +83,16 @@ def study_status(request: HttpRequest, hospital_slug: str, study_pk: int) -> Jso
 
 
 @role_required(*CLINICAL)
-def models_dashboard(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def models_dashboard(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """How each model version does in this hospital, what it is trying, and drift alerts."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     return render(request, "diagnosis/models.html", dashboard.build(tenant))
 
 
 @role_required(Role.HOSPITAL_ADMIN)
-def deployment_action(request: HttpRequest, hospital_slug: str, version_pk: str, action: str) -> HttpResponse:
+def deployment_action(request: TenantRequest, hospital_slug: str, version_pk: str, action: str) -> HttpResponse:
     """GET: what the step changes, and a confirmation form; POST: take the step."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     mv = get_object_or_404(ModelVersion, pk=int(version_pk))
     form = DeploymentActionForm(request.POST or None, action=action)
     status = 200
@@ -127,9 +127,9 @@ def deployment_action(request: HttpRequest, hospital_slug: str, version_pk: str,
 
 @require_POST
 @role_required(Role.HOSPITAL_ADMIN)
-def acknowledge_alert(request: HttpRequest, hospital_slug: str, alert_pk: int) -> HttpResponse:
+def acknowledge_alert(request: TenantRequest, hospital_slug: str, alert_pk: int) -> HttpResponse:
     """A hospital admin has looked into a drift alert: it leaves the dashboard (audited)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     alert = get_object_or_404(DriftAlert, pk=alert_pk, hospital=tenant.hospital)
     form = AcknowledgeAlertForm(request.POST)
     if not form.is_valid():

@@ -104,7 +104,7 @@ def resolve_caller(request: HttpRequest, hospital_slug: str) -> Caller:
     if not request.user.is_authenticated:
         raise Denied(401, "Authenticate with the hospital's integration credential.")
     try:
-        tenant = resolve_tenant(request.user, hospital_slug)  # type: ignore[arg-type]
+        tenant = resolve_tenant(request.user, hospital_slug)
     except Http404:
         raise Denied(404, "Not found.") from None
     if not tenant.is_clinical:
@@ -358,6 +358,7 @@ def _search_studies(request: HttpRequest, caller: Caller) -> HttpResponse:
     results = []
     for row in rows:
         first = firsts[row["dicom_study_id"]]
+        assert first.study is not None  # visible_instances: only instances filed as a study
         dicom_study, patient = first.dicom_study, first.study.patient
         results.append(
             dicom_json(
@@ -464,6 +465,7 @@ def _accepts_dicom(request: HttpRequest) -> bool:
 
 def _read(instance: DicomInstance) -> bytes:
     study = instance.study
+    assert study is not None  # visible_instances: only instances filed as a study
     return read_encrypted(study.file_name, study.file_sha256)
 
 

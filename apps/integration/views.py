@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.accounts import audit
 from apps.accounts.models import Role
-from apps.accounts.tenancy import role_required
+from apps.accounts.tenancy import TenantRequest, role_required
 from apps.studies.models import Patient
 
 from . import access, services
@@ -22,8 +22,8 @@ from .forms import CredentialForm, LinkPatientForm, NewPatientForm, initial_pati
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_http_methods(["GET", "POST"])
-def credentials(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def credentials(request: TenantRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant
     form = CredentialForm(request.POST or None)
     issued = None
     status = 200
@@ -57,8 +57,8 @@ def credentials(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def credential_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def credential_revoke(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     credential = access.get_credential(tenant, pk)
     if credential_services.revoke_credential(credential, actor=request.user, request=request):
         messages.success(request, f"“{credential.name}” was revoked: it no longer opens anything.")
@@ -68,8 +68,8 @@ def credential_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> Http
 
 
 @role_required(Role.HOSPITAL_ADMIN)
-def unmatched(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def unmatched(request: TenantRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant
     rows = access.unmatched_studies(tenant).order_by("received_at", "pk").prefetch_related("instances")
     audit.record("integration.unmatched_view", hospital=tenant.hospital, actor=request.user, request=request)
     return render(request, "integration/unmatched.html", {"rows": rows})
@@ -77,8 +77,8 @@ def unmatched(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_http_methods(["GET", "POST"])
-def unmatched_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def unmatched_detail(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     dicom_study = access.get_unmatched_study(tenant, pk)
     patients = Patient.objects.visible_to(tenant).order_by("family_name", "given_name", "mrn")
     action = request.POST.get("action", "")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
 from imagemedix.forms import NamedErrorsMixin
 
-from .models import Report
+from .models import FINAL_LABEL_MAX, Report
 
 OTHER = "__other__"
-FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
 
 
 class ReportForm(NamedErrorsMixin, forms.Form):
@@ -52,7 +51,11 @@ class ReportForm(NamedErrorsMixin, forms.Form):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.label_codes = {code for code, _ in labels}
-        self.fields["final_label"].choices = [("", "Choose your conclusion…"), *labels, (OTHER, "Other (type below)")]
+        cast(forms.ChoiceField, self.fields["final_label"]).choices = [
+            ("", "Choose your conclusion…"),
+            *labels,
+            (OTHER, "Other (type below)"),
+        ]
         if not ai_read:
             del self.fields["ai_comment"]
         if not amending:
@@ -75,7 +78,8 @@ class ReportForm(NamedErrorsMixin, forms.Form):
         return initial
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         choice = data.get("final_label") or ""
         if choice == OTHER:
             other = (data.get("final_label_other") or "").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -78,6 +79,10 @@ class ReportQuerySet(models.QuerySet["Report"]):
 ReportManager = models.Manager.from_queryset(ReportQuerySet)
 
 
+#: The longest final label (the doctor's conclusion) a report takes.
+FINAL_LABEL_MAX = 120
+
+
 class Report(models.Model):
     """One version of the doctor's report on a study.
 
@@ -111,7 +116,7 @@ class Report(models.Model):
     findings = models.TextField(blank=True)
     impression = models.TextField(blank=True)
     final_label = models.CharField(
-        max_length=120, blank=True, help_text="The doctor's conclusion: a specialist label or free text."
+        max_length=FINAL_LABEL_MAX, blank=True, help_text="The doctor's conclusion: a specialist label or free text."
     )
     amendment_reason = models.TextField(
         blank=True, max_length=2000, help_text="Why this version amends the previous one (required to sign it)."
@@ -167,6 +172,9 @@ class Report(models.Model):
     def __str__(self) -> str:
         return f"Report v{self.version} on study #{self.study_id} ({self.get_status_display()})"
 
+    #: The status as loaded from the database (set by from_db and save).
+    _loaded_status: str | None
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         loaded = getattr(self, "_loaded_status", None)
         if not self._state.adding and loaded in (ReportStatus.SIGNED, ReportStatus.AMENDED):
@@ -182,8 +190,8 @@ class Report(models.Model):
         return super().delete(*args, **kwargs)
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Report:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any], **kwargs: Any) -> Report:
+        instance = super().from_db(db, field_names, values, **kwargs)
         instance._loaded_status = instance.__dict__.get("status")
         return instance
 

@@ -26,7 +26,7 @@ from apps.studies.models import Study
 from apps.studies.storage import delete_stored, store_encrypted
 
 from . import ai
-from .models import PdfStatus, Report, ReportLocked, ReportStatus
+from .models import FINAL_LABEL_MAX, PdfStatus, Report, ReportLocked, ReportStatus
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ __all__ = [
     "start_report",
 ]
 
-FINAL_LABEL_MAX = Report._meta.get_field("final_label").max_length
 #: Sent inside the transaction that signs a report or an amendment (hospital_id, report_id), after
 #: its PDF is queued; receivers send their tasks on commit (the integration app exports it as FHIR).
 report_signed = Signal()

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from apps.accounts import audit, reauth
 from apps.accounts.models import Role
-from apps.accounts.tenancy import role_required
+from apps.accounts.tenancy import TenantRequest, role_required
 from apps.chat.access import inbox
 from apps.chat.models import Notification
 from apps.diagnosis.models import Diagnosis
@@ -73,9 +73,9 @@ def _form_for(study: Any, report: Report | None, result: ai.AIResult | None, dat
 
 
 def _review_context(
-    request: HttpRequest, study: Any, *, report_form: ReportForm | None = None, amend_form: AmendForm | None = None
+    request: TenantRequest, study: Any, *, report_form: ReportForm | None = None, amend_form: AmendForm | None = None
 ) -> dict[str, Any]:
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     diagnosis = ai.latest(study)
     result = ai.result(study, diagnosis)
     report = services.current_report(study)
@@ -123,14 +123,14 @@ def _feedback_of(diagnosis: Diagnosis | None) -> list[Any]:
 
 @role_required(Role.DOCTOR)
 @require_http_methods(["GET", "POST"])
-def review(request: HttpRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
+def review(request: TenantRequest, hospital_slug: str, study_pk: int) -> HttpResponse:
     """The reading screen: the image (and a prior) in the viewer; beside it the AI result and one
     form for the doctor's read and report.
 
     POST saves the draft (``action=save``), or saves it and, when it is complete, goes on to the
     signature (``action=sign`` → ``reports:sign``: re-authentication, then confirmation).
     """
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     study = get_study(tenant, study_pk)
     if request.method == "GET":
         audit.record("study.review", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
@@ -182,11 +182,11 @@ def signing_confirmation_problem(request: HttpRequest, report: Report) -> str:
 
 @role_required(Role.DOCTOR)
 @require_http_methods(["GET", "POST"])
-def sign(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def sign(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """The signature of a draft: GET shows exactly what will be signed and asks to confirm it;
     POST signs that draft. Both need a fresh re-authentication (``apps.accounts.reauth``), which
     brings the doctor back to this page."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_clinical_report(tenant, pk)
     review_url = reverse("reports:review", args=[hospital_slug, report.study_id])
     if not report.is_draft:
@@ -218,10 +218,10 @@ def sign(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
 
 @role_required(Role.DOCTOR)
 @require_POST
-def amend(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def amend(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Start an amendment of a signed report (a new draft version, with its reason). Like signing,
     it needs a fresh re-authentication; the reason typed waits in the session meanwhile."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_clinical_report(tenant, pk)
     form = AmendForm(request.POST)
     if not form.is_valid():
@@ -258,11 +258,11 @@ class CountedPaginator(Paginator):
 
 @role_required(*CLINICAL)
 @require_GET
-def worklist(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def worklist(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """Every study the clinician sees with its reporting state: filters, counts per state, order
     (with the "AI-suspected findings first" triage aid). Studies entered in error are left out
     unless asked for by state."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     form = WorklistForm(request.GET, tenant=tenant)
     filters = form.cleaned_data if form.is_valid() else {}
     studies, counts = worklist_studies(tenant, filters)
@@ -311,9 +311,9 @@ def _query_with(request: HttpRequest, **changes: str) -> str:
 
 @role_required(*CLINICAL)
 @require_GET
-def detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def detail(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """One version of a report, read-only (every version stays readable)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_clinical_report(tenant, pk)
     audit.record("report.view", hospital=tenant.hospital, actor=request.user, obj=report, request=request)
     return render(
@@ -325,9 +325,9 @@ def detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
 
 @role_required(*CLINICAL, Role.PATIENT)
 @require_GET
-def pdf(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def pdf(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Download a signed report's PDF: the patient (their own), their doctors, hospital admins."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_report(tenant, pk)
     if not report.is_signed:
         raise Http404("Drafts have no PDF.")
@@ -361,9 +361,9 @@ def _safe(text: str) -> str:
 
 @role_required(*CLINICAL)
 @require_POST
-def pdf_retry(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def pdf_retry(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Queue the PDF again after a failed rendering."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_clinical_report(tenant, pk)
     try:
         services.request_pdf(report, request.user, request=request)
@@ -378,9 +378,9 @@ def pdf_retry(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
 
 @role_required(Role.PATIENT)
 @require_GET
-def my_home(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def my_home(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """Where patients land: their signed reports, messages and notifications, in plain words."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     reports = list(
         Report.objects.signed_for_patient(tenant)
         .select_related("signed_by", "study", "patient")
@@ -407,10 +407,10 @@ def my_home(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.PATIENT)
 @require_GET
-def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def my_report(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """A signed report of the patient's own. One whose image was later entered in error is no
     longer shown; an old link to it (a notification, a bookmark) says it was withdrawn (410)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     try:
         report = access.get_patient_report(tenant, pk)
     except Http404:
@@ -440,10 +440,10 @@ def my_report(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse
 
 @role_required(Role.PATIENT)
 @require_GET
-def my_report_image(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def my_report_image(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """The image a signed report is about, for the patient it belongs to (404 for anyone else's).
     The original image only: the AI heatmap is the AI's working, not part of the doctor's report."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     report = access.get_patient_report(tenant, pk)
     return serve_study_image(request, report.study, hospital=tenant.hospital, obj=report, action="report.view_image")
 
@@ -465,8 +465,8 @@ def _conversations(tenant: Any) -> list[Any]:
 
 @role_required(*CLINICAL)
 @require_GET
-def timeline(request: HttpRequest, hospital_slug: str, patient_pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def timeline(request: TenantRequest, hospital_slug: str, patient_pk: int) -> HttpResponse:
+    tenant = request.tenant
     patient = get_caseload_patient(tenant, patient_pk)
     events = patient_timeline(tenant, patient)
     audit.record("patient.timeline", hospital=tenant.hospital, actor=request.user, obj=patient, request=request)

@@ -10,7 +10,7 @@ counts them).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -19,6 +19,7 @@ from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from apps.accounts.models import User
 from apps.accounts.tenancy import Tenant
 from apps.diagnosis.models import NO_FINDING_LABELS, Diagnosis
 from apps.studies.access import active_doctor_ids, care_rows
@@ -26,6 +27,8 @@ from apps.studies.models import Modality, Study, StudyStatus
 from imagemedix.forms import NamedErrorsMixin
 
 from .models import Report, ReportStatus
+
+_Studies = TypeVar("_Studies", bound=QuerySet[Study])
 
 
 class ReportingState(models.TextChoices):
@@ -58,7 +61,7 @@ STATE_ORDER = [
 TRIAGE_FINDING, TRIAGE_UNSURE, TRIAGE_NO_FINDING, TRIAGE_NO_READ = 0, 1, 2, 3
 
 
-def with_reporting_state(studies: QuerySet[Study]) -> QuerySet[Study]:
+def with_reporting_state(studies: _Studies) -> _Studies:
     """``studies`` annotated with ``reporting_state`` (a ``ReportingState`` value) and
     ``triage`` (a tier of the newest AI read, for the "AI-suspected findings first" order)."""
     # Unordered (Report's default order would join the study again) and only EXISTS tests, which
@@ -122,12 +125,17 @@ SORTS = {
 }
 
 
+class DoctorChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: User) -> str:
+        return obj.display_name
+
+
 class WorklistForm(NamedErrorsMixin, forms.Form):
     """The worklist's filters and order (a GET form; every field is optional)."""
 
     state = forms.ChoiceField(label="Reporting state", required=False)
     modality = forms.ChoiceField(label="Image type", required=False)
-    doctor = forms.ModelChoiceField(
+    doctor = DoctorChoiceField(
         label="Doctor", required=False, queryset=get_user_model().objects.none(), empty_label="Any doctor"
     )
     uploaded_from = forms.DateField(
@@ -139,20 +147,20 @@ class WorklistForm(NamedErrorsMixin, forms.Form):
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
-        self.fields["state"].choices = [("", "Every state but entered in error")] + [
+        cast(forms.ChoiceField, self.fields["state"]).choices = [("", "Every state but entered in error")] + [
             (s.value, s.label) for s in STATE_ORDER
         ]
-        self.fields["modality"].choices = [("", "Any image type")] + [
+        cast(forms.ChoiceField, self.fields["modality"]).choices = [("", "Any image type")] + [
             (m.value, m.label) for m in Modality if m != Modality.UNKNOWN
         ]
-        doctors = self.fields["doctor"]
+        doctors = cast(forms.ModelChoiceField, self.fields["doctor"])
         doctors.queryset = (
             get_user_model().objects.filter(pk__in=active_doctor_ids(tenant.hospital)).order_by("full_name", "email")
         )
-        doctors.label_from_instance = lambda u: u.display_name
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("uploaded_from"), data.get("uploaded_to")
         if start and end and start > end:
             self.add_error("uploaded_to", "It must be on or after the “Uploaded from” date.")
@@ -176,7 +184,8 @@ def worklist_studies(tenant: Tenant, filters: dict[str, Any]) -> tuple[QuerySet[
         studies = studies.filter(created_at__gte=_day_start(filters["uploaded_from"]))
     if filters.get("uploaded_to"):
         studies = studies.filter(created_at__lt=_day_start(filters["uploaded_to"] + dt.timedelta(days=1)))
-    counts = dict(studies.order_by().values_list("reporting_state").annotate(n=Count("pk")))
+    # reporting_state is with_reporting_state's annotation, which the django-stubs plugin cannot see.
+    counts = dict(studies.order_by().values_list("reporting_state").annotate(n=Count("pk")))  # type: ignore[misc]
     state = filters.get("state")
     if state:
         studies = studies.filter(in_state(state))

@@ -21,7 +21,7 @@ Anything else answers 404, exactly like an object that does not exist.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
@@ -31,22 +31,29 @@ from apps.accounts.tenancy import Tenant, roles_in
 
 from .models import CareAssignment, Patient, Study
 
+
+class MemberId(TypedDict):
+    """A row of ``Membership.objects.values("user_id")``."""
+
+    user_id: int
+
+
 #: A filter no row passes (``Q()`` would let every row through).
 NOTHING = Q(pk__in=[])
 
 
-def _active_member_ids(hospital: Hospital | int, role: str) -> QuerySet[Membership]:
+def _active_member_ids(hospital: Hospital | int, role: str) -> QuerySet[Membership, MemberId]:
     return Membership.objects.filter(hospital=hospital, role=role, is_active=True, user__is_active=True).values(
         "user_id"
     )
 
 
-def active_doctor_ids(hospital: Hospital | int) -> QuerySet[Membership]:
+def active_doctor_ids(hospital: Hospital | int) -> QuerySet[Membership, MemberId]:
     """Ids (``user_id`` values) of the hospital's active doctors, for ``pk__in`` filters."""
     return _active_member_ids(hospital, Role.DOCTOR)
 
 
-def active_admin_ids(hospital: Hospital | int) -> QuerySet[Membership]:
+def active_admin_ids(hospital: Hospital | int) -> QuerySet[Membership, MemberId]:
     """Ids (``user_id`` values) of the hospital's active admins (active membership and account)."""
     return _active_member_ids(hospital, Role.HOSPITAL_ADMIN)
 

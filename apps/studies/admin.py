@@ -83,7 +83,8 @@ class CareAssignmentForm(forms.ModelForm):
         fields: tuple[str, ...] = ()
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         patient, doctor = data.get("patient"), data.get("doctor")
         if patient and doctor:
             if not is_active_doctor(doctor, patient.hospital_id):

@@ -14,12 +14,12 @@ API tokens page or with ``manage.py create_api_token <email>``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -249,7 +249,8 @@ class StudyListCreate(ClinicalAPIView, generics.ListCreateAPIView):
         wait = ratelimit.upload_wait(request.user)  # before the body is read
         if wait:
             raise Throttled(wait, detail="You have uploaded many images in a short time; uploads are paused.")
-        raw_patient = str(request.data.get("patient", "") or "").strip()
+        data = cast(QueryDict, request.data)  # MultiPartParser and FormParser only
+        raw_patient = str(data.get("patient", "") or "").strip()
         if not raw_patient:
             raise UploadRejected("Please say which patient the image belongs to (field 'patient').")
         patient = access.caseload(self.tenant).filter(pk=parse_id(raw_patient, "patient")).first()

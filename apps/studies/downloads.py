@@ -97,7 +97,9 @@ def serve_encrypted(
             return _refusal(message, UNDISPLAYABLE_STATUS, json_errors, error_page)
     audit.record(action, hospital=hospital, actor=request.user, obj=obj, request=request, **detail)
     response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = content_disposition_header(not inline, filename)
+    disposition = content_disposition_header(not inline, filename)
+    assert disposition is not None  # None only for an inline response without a file name
+    response["Content-Disposition"] = disposition
     response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response

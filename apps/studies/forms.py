@@ -4,7 +4,7 @@ see (their caseload, their hospital's doctors), so a tampered POST cannot reach 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 
-from apps.accounts.models import Hospital, Role
+from apps.accounts.models import Hospital, Role, User
 from imagemedix.forms import NamedErrorsMixin
 
 from .access import active_doctor_ids
@@ -35,6 +35,11 @@ class PlainLabelsMixin(NamedErrorsMixin):
 class PatientChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Patient) -> str:
         return f"{obj.family_name.upper()}, {obj.given_name} — MRN {obj.mrn}"
+
+
+class DoctorChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: User) -> str:
+        return f"{obj.display_name} ({obj.email})"
 
 
 class UploadForm(PlainLabelsMixin, forms.Form):
@@ -68,10 +73,11 @@ class UploadForm(PlainLabelsMixin, forms.Form):
     def __init__(self, *args: Any, patients: QuerySet[Patient], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.patients = patients
-        self.fields["patient"].queryset = patients
+        cast(forms.ModelChoiceField, self.fields["patient"]).queryset = patients
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors.pop("patient", None):  # a tampered or stale id: said at the visible field
             self.add_error("patient_search", "Choose a patient from your caseload.")
             return data
@@ -131,7 +137,7 @@ class PatientForm(PlainLabelsMixin, forms.ModelForm):
     def __init__(self, *args: Any, hospital: Hospital, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hospital = hospital
-        self.fields["sex"].choices = Sex.choices
+        cast(forms.ChoiceField, self.fields["sex"]).choices = Sex.choices
 
     def clean_mrn(self) -> str:
         mrn = self.cleaned_data["mrn"].strip()
@@ -165,13 +171,14 @@ class AssignmentForm(PlainLabelsMixin, forms.Form):
     """Put a patient of this hospital on a doctor's caseload."""
 
     patient = PatientChoiceField(queryset=Patient.objects.none(), empty_label="Choose a patient…")
-    doctor = forms.ModelChoiceField(queryset=get_user_model().objects.none(), empty_label="Choose a doctor…")
+    doctor = DoctorChoiceField(queryset=get_user_model().objects.none(), empty_label="Choose a doctor…")
 
     def __init__(self, *args: Any, hospital: Hospital, patients: QuerySet[Patient], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["patient"].queryset = patients
-        self.fields["doctor"].queryset = get_user_model().objects.filter(pk__in=active_doctor_ids(hospital))
-        self.fields["doctor"].label_from_instance = lambda u: f"{u.display_name} ({u.email})"
+        cast(forms.ModelChoiceField, self.fields["patient"]).queryset = patients
+        cast(DoctorChoiceField, self.fields["doctor"]).queryset = get_user_model().objects.filter(
+            pk__in=active_doctor_ids(hospital)
+        )
 
 
 class AuditFilterForm(PlainLabelsMixin, forms.Form):
@@ -209,7 +216,8 @@ class AuditFilterForm(PlainLabelsMixin, forms.Form):
         return patient
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
             self.add_error("date_to", "The end date must not be before the start date.")

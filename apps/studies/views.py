@@ -19,7 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.accounts import audit, lockout, ratelimit
 from apps.accounts import services as account_services
 from apps.accounts.models import AuditEvent, Invitation, Membership, Role
-from apps.accounts.tenancy import role_required
+from apps.accounts.tenancy import TenantRequest, role_required
 from apps.diagnosis.services import latest_diagnosis
 from imagemedix.forms import error_items
 
@@ -74,8 +74,8 @@ def _with_latest_study(patients: QuerySet[Patient]) -> QuerySet[Patient]:
 
 
 @role_required(*CLINICAL)
-def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def caseload(request: TenantRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant
     form = SearchForm(request.GET)
     q = form.cleaned_data["q"].strip() if form.is_valid() else ""
     patients = access.caseload(tenant)
@@ -108,8 +108,8 @@ def caseload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 
 @role_required(*CLINICAL)
-def patient_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def patient_detail(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     patient = access.get_caseload_patient(tenant, pk)
     studies = Study.objects.visible_to(tenant).filter(patient=patient).select_related("uploaded_by")
     care_team = (
@@ -122,8 +122,8 @@ def patient_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpRes
 
 
 @role_required(*CLINICAL)
-def patient_create(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def patient_create(request: TenantRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant
     form = PatientForm(request.POST or None, hospital=tenant.hospital)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
@@ -143,10 +143,10 @@ def _wants_json(request: HttpRequest) -> bool:
 
 @role_required(*CLINICAL)
 @require_http_methods(["GET", "POST"])
-def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def upload(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """The upload form. A refused file re-renders the form with the reason (400) and stores
     nothing. The page's script posts with XHR for a progress bar and gets JSON back."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     patients = access.caseload(tenant).order_by("family_name", "given_name", "mrn")
     if request.method == "POST":
         wait = ratelimit.upload_wait(request.user)  # before the body is read
@@ -185,10 +185,10 @@ def upload(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(*CLINICAL)
 @require_GET
-def patient_search(request: HttpRequest, hospital_slug: str) -> JsonResponse:
+def patient_search(request: TenantRequest, hospital_slug: str) -> JsonResponse:
     """The upload page's patient search: the caseload's patients matching ``q`` (name or MRN),
     ``PATIENT_SEARCH_PAGE`` at a time (``page``), as {results: [{id, label}], next_page}."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     form = SearchForm(request.GET)
     q = form.cleaned_data["q"].strip() if form.is_valid() else ""
     patients = matching(access.caseload(tenant), q).order_by("family_name", "given_name", "mrn")
@@ -233,14 +233,16 @@ def _upload_form_for_link(request: HttpRequest, patients: QuerySet[Patient]) -> 
 
 
 @role_required(*CLINICAL)
-def study_detail(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def study_detail(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     study = access.get_study(tenant, pk)
     audit.record("study.view", hospital=tenant.hospital, actor=request.user, obj=study, request=request)
     return render(request, "studies/study_detail.html", _study_context(request, study))
 
 
-def _study_context(request: HttpRequest, study: Study, error_form: EnteredInErrorForm | None = None) -> dict[str, Any]:
+def _study_context(
+    request: TenantRequest, study: Study, error_form: EnteredInErrorForm | None = None
+) -> dict[str, Any]:
     diagnosis = latest_diagnosis(study)
     return {
         "study": study,
@@ -248,7 +250,7 @@ def _study_context(request: HttpRequest, study: Study, error_form: EnteredInErro
         "diagnosis": diagnosis,
         "viewer": viewer_config(study, label=image_title(study)),
         "layers": viewer_layers(study, diagnosis),
-        "can_mark_error": request.tenant.is_doctor  # type: ignore[attr-defined]
+        "can_mark_error": request.tenant.is_doctor
         and not study.entered_in_error
         and access.cares_for(request.user, study.patient),
         "error_form": error_form or EnteredInErrorForm(),
@@ -258,10 +260,10 @@ def _study_context(request: HttpRequest, study: Study, error_form: EnteredInErro
 
 @role_required(Role.DOCTOR)
 @require_POST
-def entered_in_error(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def entered_in_error(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Mark a study as entered in error, with a reason: it leaves the worklist and the patient's
     view; nothing is deleted."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     study = access.get_study(tenant, pk)
     form = EnteredInErrorForm(request.POST)
     if form.is_valid():
@@ -280,11 +282,11 @@ def _stored_values(data: bytes, *, stored_min: int) -> tuple[bytes, str]:
 
 
 @role_required(*CLINICAL)
-def study_image(request: HttpRequest, hospital_slug: str, pk: int, rendition: str = "display") -> HttpResponse:
+def study_image(request: TenantRequest, hospital_slug: str, pk: int, rendition: str = "display") -> HttpResponse:
     """The study's image for the study page (a DICOM is shown as a windowed PNG), or with
     ``rendition="values"`` a greyscale DICOM's stored pixel values, packed losslessly for the
     viewer's window/level (``apps.studies.dicom.values_png``; 404 for images that have none)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     study = access.get_study(tenant, pk)
     if rendition != "values":
         return serve_study_image(request, study, hospital=tenant.hospital, obj=study, action="study.view_image")
@@ -308,10 +310,10 @@ def study_image(request: HttpRequest, hospital_slug: str, pk: int, rendition: st
 # --- Hospital admin pages --------------------------------------------------------------------
 
 
-def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
+def _audit_filters(request: TenantRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
     """The filter form bound to the query string, and the hospital's events it selects (all of
     them while the form is invalid: the page shows the errors, the export refuses)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     events = auditlog.events_of(tenant)
     actions = list(events.order_by("action").values_list("action", flat=True).distinct())
     form = AuditFilterForm(request.GET or None, hospital=tenant.hospital, actions=actions)
@@ -321,7 +323,7 @@ def _audit_filters(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[Audi
 
 
 @role_required(Role.HOSPITAL_ADMIN)
-def audit_log(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def audit_log(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     form, events = _audit_filters(request)
     page = _page(request, events, AUDIT_PAGE_SIZE)
     query = _query_without_page(request)
@@ -335,13 +337,13 @@ def audit_log(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_GET
-def audit_export(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def audit_export(request: TenantRequest, hospital_slug: str) -> HttpResponseBase:
     """The filtered audit log as CSV, streamed. The export is itself an audit event."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     form, events = _audit_filters(request)
     if form.errors:
         return HttpResponse(
-            "The filters are not valid: " + " ".join(m for msgs in form.errors.values() for m in msgs),
+            "The filters are not valid: " + " ".join(str(m) for msgs in form.errors.values() for m in msgs),
             status=400,
             content_type="text/plain; charset=utf-8",
         )
@@ -357,10 +359,10 @@ def audit_export(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 
 @role_required(Role.HOSPITAL_ADMIN)
-def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def members(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """People and roles, and the invitation form. An invitation is e-mailed; the page says the same
     whether or not the address has an account, and nobody joins until they accept."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     form = InviteForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         email, role = form.cleaned_data["email"], form.cleaned_data["role"]
@@ -389,9 +391,9 @@ def members(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def second_factor_policy(request: HttpRequest, hospital_slug: str) -> HttpResponse:
+def second_factor_policy(request: TenantRequest, hospital_slug: str) -> HttpResponse:
     """Whether this hospital's doctors must sign in with two-step verification."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     required = request.POST.get("require_doctor_2fa") == "on"
     account_services.set_doctor_second_factor(tenant.hospital, required, actor=request.user, request=request)
     if required:
@@ -403,9 +405,9 @@ def second_factor_policy(request: HttpRequest, hospital_slug: str) -> HttpRespon
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def invitation_revoke(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def invitation_revoke(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Withdraw a pending invitation (its link stops working)."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     invitation = Invitation.objects.visible_to(tenant).pending().filter(pk=pk).first()
     if invitation is None:
         raise Http404("No such pending invitation.")
@@ -428,8 +430,8 @@ def _confirm(request: HttpRequest, *, question: str, consequence: str, button: s
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def member_deactivate(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     membership = Membership.objects.visible_to(tenant).filter(pk=pk).select_related("user").first()
     if membership is None:
         raise Http404("No such membership.")
@@ -457,9 +459,9 @@ def member_deactivate(request: HttpRequest, hospital_slug: str, pk: int) -> Http
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def member_unlock(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
+def member_unlock(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
     """Lift a member's sign-in pause (after too many failed attempts); audited."""
-    tenant = request.tenant  # type: ignore[attr-defined]
+    tenant = request.tenant
     membership = Membership.objects.visible_to(tenant).filter(pk=pk).select_related("user").first()
     if membership is None:
         raise Http404("No such membership.")
@@ -469,8 +471,8 @@ def member_unlock(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResp
 
 
 @role_required(Role.HOSPITAL_ADMIN)
-def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def assignments(request: TenantRequest, hospital_slug: str) -> HttpResponse:
+    tenant = request.tenant
     patients = Patient.objects.visible_to(tenant).order_by("family_name", "given_name", "mrn")
     form = AssignmentForm(request.POST or None, hospital=tenant.hospital, patients=patients)
     if request.method == "POST" and form.is_valid():
@@ -494,8 +496,8 @@ def assignments(request: HttpRequest, hospital_slug: str) -> HttpResponse:
 
 @role_required(Role.HOSPITAL_ADMIN)
 @require_POST
-def assignment_remove(request: HttpRequest, hospital_slug: str, pk: int) -> HttpResponse:
-    tenant = request.tenant  # type: ignore[attr-defined]
+def assignment_remove(request: TenantRequest, hospital_slug: str, pk: int) -> HttpResponse:
+    tenant = request.tenant
     assignment = access.get_care_assignment(tenant, pk)
     patient, doctor = assignment.patient.full_name, assignment.doctor.display_name
     if request.POST.get("confirm") != "yes":
