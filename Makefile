@@ -13,7 +13,7 @@ REDIS_UP := $(shell (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && echo yes)
 TEST_DATABASE_URL ?= $(if $(DATABASE_URL),$(DATABASE_URL),$(if $(PG_UP),postgres://postgres@127.0.0.1:5432/test,))
 TEST_REDIS_URL ?= $(if $(REDIS_URL),$(REDIS_URL),$(if $(REDIS_UP),redis://127.0.0.1:6379/15,))
 
-.PHONY: install run worker test test-embedded lint format ci seed clean
+.PHONY: install run worker test test-embedded lint typecheck format ci seed clean
 
 install: $(VENV)/.installed
 
@@ -44,11 +44,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy with the django-stubs and DRF plugins over apps/ and imagemedix/ (config: pyproject.toml).
+# The plugin loads the embedded default settings, whatever DATABASE_URL / REDIS_URL say.
+typecheck: install
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/mypy
+
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-ci: lint
+ci: lint typecheck
 	$(PY) manage.py makemigrations --check --dry-run
 	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=ci-$$(head -c 64 /dev/urandom | base64 | tr -d '/+=\n') \
 	  DJANGO_ALLOWED_HOSTS=imagemedix.example PUBLIC_BASE_URL=https://imagemedix.example FILE_ENCRYPTION_KEYS=ci:$$(head -c 32 /dev/urandom | base64) \
