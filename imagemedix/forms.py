@@ -13,6 +13,7 @@ class NamedErrorsMixin:
     (templates/_error_summary.html) and a screen reader say which field each message is about.
     A message that already starts with the field's label is kept as it is."""
 
+    # A mixin for forms.Form: mypy checks it without its base, hence the ignores below.
     def add_error(self, field: str | None, error: Any) -> None:
         """A message added by a view or ``clean()`` names its field too."""
         if field and isinstance(error, str) and field in self.fields:  # type: ignore[attr-defined]

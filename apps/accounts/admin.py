@@ -26,8 +26,8 @@ def admin_hospital_ids(request: HttpRequest) -> list[int]:
     """Hospitals the staff user of ``request`` administers (memoised on the request)."""
     cached = getattr(request, "_admin_hospital_ids", None)
     if cached is None:
-        cached = hospitals_administered_by(request.user)  # type: ignore[arg-type]
-        request._admin_hospital_ids = cached  # type: ignore[attr-defined]
+        cached = hospitals_administered_by(request.user)
+        request._admin_hospital_ids = cached  # type: ignore[attr-defined]  # memoised on the request
     return cached
 
 

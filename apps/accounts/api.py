@@ -37,11 +37,12 @@ class TenantAPIMixin:
     _scope_cm: Any = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # A mixin for APIView: mypy checks it without its base, hence the ignores in these two methods.
         self.perform_authentication(request)  # type: ignore[attr-defined]
         if request.user and request.user.is_authenticated:
             self.tenant = resolve_tenant(request.user, kwargs["hospital_slug"])
             # Set before the token check, so that its refusal is audited in this hospital.
-            request.tenant = self.tenant  # type: ignore[attr-defined]
+            request.tenant = self.tenant  # type: ignore[attr-defined]  # read by audit.record_refused_request
             token = request.auth
             if isinstance(token, ApiToken) and token.hospital_id not in (None, self.tenant.hospital.pk):
                 raise PermissionDenied(BOUND_TO_OTHER_HOSPITAL)

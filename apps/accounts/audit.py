@@ -103,7 +103,7 @@ def patient_of(obj: models.Model | None) -> int | None:
     if obj._meta.label_lower == "studies.patient":
         return obj.pk
     if any(field.name == "patient" and field.is_relation for field in obj._meta.concrete_fields):
-        return obj.patient_id  # type: ignore[attr-defined]
+        return obj.patient_id  # type: ignore[attr-defined]  # it has a patient field (checked above)
     return None
 
 

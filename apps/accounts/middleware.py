@@ -27,14 +27,14 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.tenant = None  # type: ignore[attr-defined]
+        request.tenant = None  # type: ignore[attr-defined]  # TenantRequest's attribute, set here
         try:
             match = resolve(request.path_info)
         except Resolver404:
             return self.get_response(request)
 
         if match.namespaces and match.namespaces[0] == "admin":
-            with admin_scope(request.user):  # type: ignore[arg-type]
+            with admin_scope(request.user):
                 return self.get_response(request)
 
         slug = match.kwargs.get("hospital_slug")
@@ -47,6 +47,6 @@ class TenantMiddleware:
             tenant = resolve_tenant(request.user, slug)
         except Http404:
             return page_not_found(request, Http404("No such hospital."))
-        request.tenant = tenant  # type: ignore[attr-defined]
+        request.tenant = tenant  # type: ignore[attr-defined]  # TenantRequest's attribute, set here
         with tenant_scope(tenant.hospital):
             return self.get_response(request)

@@ -33,6 +33,8 @@ from .models import Hospital, Membership, Role
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
     from .models import User
 
 
@@ -144,7 +146,7 @@ def tenant_scope(hospital: Hospital | int) -> Iterator[None]:
         yield
 
 
-def hospitals_administered_by(user: User) -> list[int]:
+def hospitals_administered_by(user: User | AnonymousUser) -> list[int]:
     """Ids of the hospitals where ``user`` is an active hospital admin."""
     if not user.is_authenticated:
         return []
@@ -156,7 +158,7 @@ def hospitals_administered_by(user: User) -> list[int]:
 
 
 @contextmanager
-def admin_scope(user: User) -> Iterator[None]:
+def admin_scope(user: User | AnonymousUser) -> Iterator[None]:
     """Scope for the Django admin: platform admins see everything, hospital admins their own."""
     if user.is_authenticated and user.is_superuser:
         with scopes_disabled():
@@ -196,7 +198,7 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
                 raise PermissionDenied("Your role in this hospital does not allow this page.")
             return view(request, *args, **kwargs)
 
-        wrapped.required_roles = frozenset(roles)  # type: ignore[attr-defined]
+        wrapped.required_roles = frozenset(roles)  # type: ignore[attr-defined]  # read by the route tests
         return wrapped
 
     return decorator
@@ -222,6 +224,7 @@ class TenantTask(Task):
         with tenant_scope(_hospital_id(self, args, kwargs)):
             return super().__call__(*args, **kwargs)
 
+    # Returns None: the task is sent on commit, so there is no AsyncResult to give back yet.
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> None:  # type: ignore[override]
         _hospital_id(self, args, kwargs or {})
 

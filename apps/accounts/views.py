@@ -226,7 +226,7 @@ class PlainLabelsMixin:
     """Form labels without Django's trailing colon, as on every other page of the portal."""
 
     def get_form_kwargs(self) -> dict[str, Any]:
-        kwargs = super().get_form_kwargs()  # type: ignore[misc]
+        kwargs = super().get_form_kwargs()  # type: ignore[misc]  # a mixin for FormMixin views
         kwargs["label_suffix"] = ""
         return kwargs
 
