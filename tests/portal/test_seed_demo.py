@@ -96,7 +96,7 @@ def test_seed_demo_builds_the_demo_world_from_the_shipped_images(transactional_d
         "IM-0001-0001.jpg": ("done", "chest_xray"),
         "person100_bacteria_475.jpg": ("done", "chest_xray"),
         "Te-glTr_0000.jpg": ("done", "brain_mri"),
-        "Te-noTr_0000.jpg": ("done", "brain_mri"),
+        "Te-noTr_0001.jpg": ("done", "brain_mri"),
     }
     # The first patient of each hospital has a signed report (PDF rendered) and a message, so the
     # patient portal has something to show from the first login.

@@ -37,6 +37,7 @@ from .artifact import ARCH, WEIGHTS_FILE, _build_from_weights, build_model, file
 if TYPE_CHECKING:
     from timm.models.efficientnet import EfficientNet
 from .core import to_model_input
+from .exclusions import DEFAULT_EXCLUSIONS, SPECIALIST_DATASET, Exclusions
 from .metrics import classification_metrics, write_card
 from .ood import KindDescriber
 from .preprocess import DESCRIPTIONS as PREPROCESS_DESCRIPTIONS
@@ -124,14 +125,19 @@ def exact_fp32(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 # -- data ------------------------------------------------------------------------------------
-def load_folder(folder: Path, labels: list[str], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """All images of an ImageFolder split as uint8 (N, size, size), labels and file names."""
+def load_folder(
+    folder: Path, labels: list[str], size: int, skip: set[str] | frozenset[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """All images of an ImageFolder split as uint8 (N, size, size), labels and file names; file
+    names in ``skip`` (``Exclusions.names``) are left out."""
     xs, ys, names = [], [], []
     for index, label in enumerate(labels):
         class_dir = folder / label
         if not class_dir.is_dir():
             continue
         for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}):
+            if path.name in skip:
+                continue
             with Image.open(path) as im:
                 xs.append(np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8))
             ys.append(index)
@@ -417,6 +423,7 @@ COMMON_OPTIONS = frozenset(
         "validation_names",
         "log",
         "extra_data",
+        "exclusions",
     }
 )
 
@@ -446,9 +453,11 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
         "appearance": 1.0,
         "ood_false_refusal": 0.004,
         "pretrained": str(DEFAULT_PRETRAINED) if DEFAULT_PRETRAINED.exists() else None,
+        "exclusions": str(DEFAULT_EXCLUSIONS) if DEFAULT_EXCLUSIONS.exists() else "",
         **config,
     }
     check_options(task, cfg)
+    exclusions = Exclusions.load(cfg["exclusions"])  # a bad list fails before any work
     device = resolve_device(str(cfg["device"]))
     cfg["device"] = device.type
     if cfg.get("validation_names"):  # recorded in the card as given
@@ -468,10 +477,11 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             raise ValueError("the router reads images as they come; preprocessing is for specialists")
         if cfg.get("extra_data"):
             raise ValueError("extra_data (doctors' labelled cases) is for the specialists, not the router")
-        xtr, ytr, xva, yva, manifest = _router_data(data_dir, size, cfg)
-        test = _router_test(data_dir, size)
+        xtr, ytr, xva, yva, manifest = _router_data(data_dir, size, cfg, exclusions)
+        test = _router_test(data_dir, size, exclusions)
     else:
-        xs, ys, names = load_folder(data_dir / "train", labels, size)
+        skip = exclusions.names(SPECIALIST_DATASET[task])
+        xs, ys, names = load_folder(data_dir / "train", labels, size, skip)
         manifest = manifest_hash(names, ys)
         xs = preprocess(method, xs)
         mask, validation = carve_validation(task, xs, names, ys, cfg)
@@ -480,7 +490,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             xtr, ytr, manifest = add_extra_training(Path(cfg["extra_data"]), labels, size, method, xtr, ytr, manifest)
         test = None
         if (data_dir / "test").is_dir():
-            xte, yte, _ = load_folder(data_dir / "test", labels, size)
+            xte, yte, _ = load_folder(data_dir / "test", labels, size, skip)
             test = (preprocess(method, xte), yte)
     log(f"{task}: train {len(ytr)}, validation {len(yva)}, input {size}px, preprocessing {method}")
 
@@ -504,6 +514,7 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
     else:
         model, class_weights, history = fit(task, xtr, ytr, xva, yva, cfg, log)
         training_info = {k: v for k, v in cfg.items() if k not in {"log", "pretrained"}}
+        training_info["exclusions"] = exclusions.summary() if exclusions.rows else "none"
         training_info.update(
             arch=ARCH,
             optimiser="AdamW + OneCycle",
@@ -770,6 +781,8 @@ def _kind_embeddings(model: EfficientNet, data_dir: Path, size: int, cfg: dict[s
 
     exclude = {k for k in str(cfg.get("exclude_kinds") or "").split(",") if k}
     images = other_modality_images(data_dir, "train", size, exclude)
+    for kind, xs in relabelled_images(data_dir, "train", size, Exclusions.load(cfg.get("exclusions")), exclude).items():
+        images[kind] = np.concatenate([images[kind], xs]) if kind in images else xs
     synthetic, kinds = generate(600, size, seed=int(cfg["seed"]) + 3, heldout=False)
     for kind in ("photo", "document", "screenshot"):
         chosen = [i for i, k in enumerate(kinds) if k == kind]
@@ -833,27 +846,58 @@ def _load_gray(path: Path, size: int) -> np.ndarray:
         return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def _router_data(root: Path, size: int, cfg: dict[str, Any]):
+def _dataset_files(root: Path, sub: str, split: str) -> list[Path]:
+    folder = root / sub / split
+    return sorted(folder.rglob("*.jp*g")) + sorted(folder.rglob("*.png"))
+
+
+def relabelled_images(
+    root: Path, split: str, size: int, exclusions: Exclusions, exclude_kinds: set[str] = frozenset()
+) -> dict[str, np.ndarray]:
+    """The listed images of ``root/{chest_xray,brain_mri}/<split>``, per kind (``Exclusions``):
+    real images of that kind that happen to sit in a positive folder."""
+    found: dict[str, list[np.ndarray]] = {}
+    for sub in SPECIALIST_DATASET.values():
+        for path in _dataset_files(root, sub, split):
+            kind = exclusions.kind(sub, path.name)
+            if kind is not None and kind not in exclude_kinds:
+                found.setdefault(kind, []).append(_load_gray(path, size))
+    return {kind: np.stack(xs) for kind, xs in found.items()}
+
+
+def _router_data(root: Path, size: int, cfg: dict[str, Any], exclusions: Exclusions | None = None):
     """Router training and validation sets.
 
     Positives: ``positives_per_class`` chest X-rays and brain MRIs drawn from each ``train/``, a
     sixth of them kept for validation. Negatives: every image of ``other_modalities/train`` (small
     kinds repeated up to ``min_per_kind``; augmentation makes the repeats differ) plus synthetic
     ones; validation negatives are ``other_modalities/val`` plus fresh synthetic ones.
+
+    Images on the ``exclusions`` list (e.g. head CT slices inside ``brain_mri/train``) are negatives:
+    the draw and the validation carving are made as if they were positives, so that the validation
+    set is the same images with or without the list, and then the listed ones are relabelled
+    unsupported where they fell (or dropped, when their kind is in ``exclude_kinds``); the listed
+    images the draw did not pick are added to the training negatives.
     """
     from .negatives import generate
 
+    exclusions = exclusions or Exclusions([])
     rng = np.random.default_rng(int(cfg["seed"]))
     per_class = int(cfg["positives_per_class"])
     exclude = {k for k in str(cfg.get("exclude_kinds") or "").split(",") if k}
-    parts, names = [], []
+    parts, names, listed_kinds, listed_unpicked = [], [], [], []
     for sub in ("chest_xray", "brain_mri"):
-        files = sorted((root / sub / "train").rglob("*.jp*g")) + sorted((root / sub / "train").rglob("*.png"))
+        files = _dataset_files(root, sub, "train")
         if not files:
             raise ValueError(f"router training needs {root / sub / 'train'}")
         pick = rng.choice(len(files), size=min(per_class, len(files)), replace=False)
         parts.append(np.stack([_load_gray(files[i], size) for i in pick]))
         names += [files[i].name for i in pick]
+        listed_kinds += [exclusions.kind(sub, files[i].name) for i in pick]
+        picked = set(pick.tolist())
+        listed_unpicked += [
+            f for j, f in enumerate(files) if j not in picked and exclusions.kind(sub, f.name) not in {None, *exclude}
+        ]
     pool = np.concatenate([parts[0][:200], parts[1][:200]])
     real_train = other_modality_images(root, "train", size, exclude)
     real_val = other_modality_images(root, "val", size, exclude)
@@ -873,33 +917,47 @@ def _router_data(root: Path, size: int, cfg: dict[str, Any]):
     for c in (0, 1):
         idx = np.where(ys == c)[0]
         val[rng.choice(idx, max(1, len(idx) // 6), replace=False)] = True
+    # Listed images: negatives where the draw put them (validation too), or out for a left-out kind.
+    keep = np.ones(len(ys), bool)
+    for i, kind in enumerate(listed_kinds):
+        if kind is not None:
+            ys[i] = 2
+            keep[i] = kind not in exclude
     extra = (
         f"|negatives seed {int(cfg['seed']) + 1} n {len(negs)} size {size}"
         f"|other modalities {','.join(f'{k}:{len(v)}' for k, v in real_train.items())}"
     )
-    manifest = manifest_hash(names, ys[ys < 2], extra)
+    if exclusions.rows:
+        extra += f"|exclusions {exclusions.sha256}"
+    manifest = manifest_hash(names, ys[: len(names)], extra)
+    if listed_unpicked:
+        xs = np.concatenate([xs, np.stack([_load_gray(f, size) for f in listed_unpicked])])
+        ys = np.concatenate([ys, np.full(len(listed_unpicked), 2)])
+        keep = np.concatenate([keep, np.ones(len(listed_unpicked), bool)])
+        val = np.concatenate([val, np.zeros(len(listed_unpicked), bool)])
     xval_neg = np.concatenate([*real_val.values(), vnegs])
     return (
-        xs[~val],
-        ys[~val],
-        np.concatenate([xs[val], xval_neg]),
-        np.concatenate([ys[val], np.full(len(xval_neg), 2)]),
+        xs[~val & keep],
+        ys[~val & keep],
+        np.concatenate([xs[val & keep], xval_neg]),
+        np.concatenate([ys[val & keep], np.full(len(xval_neg), 2)]),
         manifest,
     )
 
 
-def _router_test(root: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Router test set: both official test splits + held-out negatives (sources never trained on)."""
+def _router_test(root: Path, size: int, exclusions: Exclusions | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Router test set: both official test splits + held-out negatives (sources never trained on).
+    Images on the ``exclusions`` list count as negatives ("unsupported")."""
     from .negatives import generate
 
+    exclusions = exclusions or Exclusions([])
     parts, ys = [], []
     for index, sub in enumerate(("chest_xray", "brain_mri")):
-        folder = root / sub / "test"
-        if not folder.is_dir():
+        if not (root / sub / "test").is_dir():
             return None
-        files = sorted(folder.rglob("*.jp*g")) + sorted(folder.rglob("*.png"))
+        files = _dataset_files(root, sub, "test")
         parts.append(np.stack([_load_gray(f, size) for f in files]))
-        ys += [index] * len(files)
+        ys += [2 if exclusions.kind(sub, f.name) is not None else index for f in files]
     negs, _ = generate(600, size, seed=999, heldout=True)
     return np.concatenate([*parts, negs]), np.array(ys + [2] * len(negs))
 

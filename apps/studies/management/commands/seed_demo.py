@@ -26,6 +26,7 @@ from django.db import transaction
 
 from apps.accounts.models import Hospital, Membership, Role, User
 from apps.accounts.tenancy import tenant_scope
+from apps.diagnosis.pipeline.exclusions import DEFAULT_EXCLUSIONS, Exclusions
 from apps.studies import services
 from apps.studies.models import Patient, Study
 from apps.studies.validation import validate_image_bytes
@@ -118,10 +119,13 @@ SHIPPED_IMAGES = Path(__file__).resolve().parents[2] / "demo_images"
 
 
 def dataset_image(root: Path, task: str, label: str, index: int) -> tuple[bytes, str] | None:
+    """The ``index``-th test image of ``task``/``label`` by name, skipping the images the dataset
+    exclusion list says are not what their folder says (head CT filed as brain MRI)."""
     folder = root / task / "test" / label
     if not folder.is_dir():
         return None
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    skip = Exclusions.load(DEFAULT_EXCLUSIONS).names(task)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"} and p.name not in skip)
     if not files:
         return None
     chosen = files[index % len(files)]
