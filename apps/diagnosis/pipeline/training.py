@@ -852,7 +852,7 @@ def _dataset_files(root: Path, sub: str, split: str) -> list[Path]:
 
 
 def relabelled_images(
-    root: Path, split: str, size: int, exclusions: Exclusions, exclude_kinds: set[str] = frozenset()
+    root: Path, split: str, size: int, exclusions: Exclusions, exclude_kinds: set[str] | frozenset[str] = frozenset()
 ) -> dict[str, np.ndarray]:
     """The listed images of ``root/{chest_xray,brain_mri}/<split>``, per kind (``Exclusions``):
     real images of that kind that happen to sit in a positive folder."""
