@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from apps.diagnosis.pipeline.exclusions import DEFAULT_EXCLUSIONS, Exclusions
-from apps.diagnosis.pipeline.training import TASK_LABELS, _router_data, _router_test, train
+from apps.diagnosis.pipeline.training import TASK_LABELS, _router_data, _router_test, evaluate, train
 
 HEADER = "dataset,split,file,kind,reason\n"
 CT_VALUE = 250  # the listed images are uniformly this bright; no other image is
@@ -116,3 +116,11 @@ def test_brain_specialist_never_sees_listed_images_and_the_card_says_which_list(
     out = train("brain", root / "brain_mri", tmp_path / "w", exclusions="", **kwargs)
     without = json.loads((out / "card.json").read_text())
     assert without["training"]["exclusions"] == "none" and without["test_metrics"]["n"] == 4 * 6
+
+
+def test_evaluate_counts_listed_images_as_the_trainer_does(datasets, tmp_path):
+    root, listed = datasets
+    kwargs = dict(epochs=1, img_size=32, batch_size=4, pretrained=None, bf16=False, log=lambda *_: None)
+    out = train("brain", root / "brain_mri", tmp_path / "w", exclusions=listed, **kwargs)
+    assert evaluate(out, root / "brain_mri", exclusions=listed)["n"] == 4 * 6 - 1
+    assert evaluate(out, root / "brain_mri", exclusions=None)["n"] == 4 * 6

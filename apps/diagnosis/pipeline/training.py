@@ -963,18 +963,23 @@ def _router_test(root: Path, size: int, exclusions: Exclusions | None = None) ->
 
 
 # -- evaluation ------------------------------------------------------------------------------
-def evaluate(artifact_dir: str | Path, data_dir: str | Path) -> dict[str, Any]:
-    """Metrics of an artifact on an ImageFolder directory (``DIR/<label>/*`` or ``DIR/test/<label>/*``)."""
+def evaluate(
+    artifact_dir: str | Path, data_dir: str | Path, exclusions: str | Path | None = DEFAULT_EXCLUSIONS
+) -> dict[str, Any]:
+    """Metrics of an artifact on an ImageFolder directory (``DIR/<label>/*`` or ``DIR/test/<label>/*``),
+    the images on the ``exclusions`` list counted as the trainer counts them (router negatives, left
+    out for a specialist)."""
     art = load_artifact(artifact_dir)
     data_dir = Path(data_dir)
+    listed = Exclusions.load(exclusions)
     if art.task == "router":
-        test = _router_test(data_dir, art.input_size)
+        test = _router_test(data_dir, art.input_size, listed)
         if test is None:
             raise ValueError(f"{data_dir} needs chest_xray/test and brain_mri/test")
         xs, ys = test
     else:
         folder = data_dir / "test" if (data_dir / "test").is_dir() else data_dir
-        xs, ys, _ = load_folder(folder, art.labels, art.input_size)
+        xs, ys, _ = load_folder(folder, art.labels, art.input_size, listed.names(SPECIALIST_DATASET[art.task]))
         xs = preprocess(art.preprocessing, xs)
     logits = predict_logits(art.model, xs, art.input_size, bf16=False)
     probs = torch.softmax(logits / art.temperature, 1).numpy()
