@@ -254,7 +254,8 @@ def test_a_study_entered_in_error_leaves_the_worklist_and_the_patients_view(read
     _login(patient, reading["base"], world.paul.email)
     assert "Read the report" not in patient.content()
     response = patient.goto(f"{reading['base']}/h/st-mary/my/reports/{reading['prior_report'].pk}/")
-    assert response.status == 404
+    assert response.status == 410  # withdrawn: the page says so and shows nothing of the report
+    assert "Filed under the wrong patient" not in patient.content()
 
 
 @pytest.mark.parametrize(("name", "width", "height"), [("desktop", 1366, 900), ("phone", 390, 844)])
