@@ -103,9 +103,20 @@ def finished_uploads(env: dict[str, str], since: dt.datetime, bound_s: float) ->
     return fields
 
 
-def percentiles(stats_csv: Path) -> list[dict[str, str]]:
+def percentiles(stats_csv: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """The per-endpoint rows and the "Aggregated" row of locust's stats CSV."""
     with stats_csv.open() as fh:
-        return [row for row in csv.DictReader(fh) if row["Name"] != "Aggregated"]
+        rows = list(csv.DictReader(fh))
+    endpoints = [row for row in rows if row["Name"] != "Aggregated"]
+    return endpoints, next(row for row in rows if row["Name"] == "Aggregated")
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def main() -> int:
@@ -188,6 +199,8 @@ def main() -> int:
         wait_until_serving(webs, [logs / f"daphne{n}.log" for n in range(args.web)])
         for _ in range(4 * args.web):  # a process's first requests import views and compile templates
             urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=60).read()
+        # How busy the machine was: a run beside other work measures that work too.
+        busy_before, total_before = cpu_ticks()
         started = dt.datetime.now(dt.UTC)
         csv_prefix = logs / "locust"
         subprocess.run(
@@ -219,6 +232,7 @@ def main() -> int:
             cwd=ROOT,
             check=False,
         )
+        busy_after, total_after = cpu_ticks()
         final = finished_uploads(env, started, args.settle)
     finally:
         for process in reversed(processes):
@@ -231,7 +245,8 @@ def main() -> int:
     for n in range(args.workers):
         text = (logs / f"worker{n}.log").read_text()
         reads[f"worker {n}"] = len(re.findall(r"diagnosis\.diagnose_study\[[^\]]+\] succeeded", text))
-    rows = percentiles(csv_prefix.with_name("locust_stats.csv"))
+    rows, overall = percentiles(csv_prefix.with_name("locust_stats.csv"))
+    busy = 100 * (busy_after - busy_before) / max(1, total_after - total_before)
     table = [
         "| endpoint | requests | failures | p50 (ms) | p95 (ms) | p99 (ms) | target p95 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -249,14 +264,18 @@ def main() -> int:
     body = "\n".join(
         [
             f"## Load: {args.users} users, {args.web} web process(es), {args.workers} worker(s) "
-            f"(`benchmarks/load_test.py --web {args.web} --workers {args.workers}`)",
+            f"(`benchmarks/load_test.py --web {args.web} --workers {args.workers}"
+            + (f" --users {args.users}" if args.users != 50 else "")
+            + "`)",
             "",
             f"Machine: {machine()}. {args.web} daphne process(es) sharing one listening socket and {args.workers} "
             "Celery worker(s) (prefork, concurrency 1) "
             f"on this machine with PostgreSQL and Redis; `DJANGO_DEBUG=0`. Hospital: {args.patients:,} patients, "
             f"{args.studies:,} seeded studies, {args.doctors} doctors. {args.users} users (4 doctors : 1 patient), "
             f"spawned at {args.spawn_rate:g}/s, for {args.duration}; doctors upload real chest X-rays "
-            "(`chest_xray/test/normal`) through the API.",
+            "(`chest_xray/test/normal`) through the API. "
+            f"Served {float(overall['Requests/s']):.1f} requests/s; the machine's CPUs were {busy:.0f} % busy during "
+            "the run (web, workers, PostgreSQL, Redis and locust itself, and anything else running).",
             "",
             *table,
             "",
