@@ -191,6 +191,9 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 OTP_TOTP_ISSUER = env.str("TOTP_ISSUER", default="ImageMedix")  # the account's name in the authenticator app
 # Signing or amending a report needs the password (and the code) entered within this many minutes.
 REAUTH_MAX_AGE_MINUTES = env.int("REAUTH_MAX_AGE_MINUTES", default=5)
+# Chat: a user may send at most this many messages per window of this many seconds.
+CHAT_RATE_LIMIT_MESSAGES = env.int("CHAT_RATE_LIMIT_MESSAGES", default=10)
+CHAT_RATE_LIMIT_SECONDS = env.int("CHAT_RATE_LIMIT_SECONDS", default=30)
 
 # django-axes (apps/accounts/lockout.py): 5 failures on one account from one address pause that pair;
 # 20 on one account from anywhere pause the account. Cleared by the cool-off, a password reset, a

@@ -191,7 +191,7 @@ def role_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., A
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapped(request: Any, *args: Any, **kwargs: Any) -> Any:
-            tenant: Tenant | None = getattr(request, "tenant", None)
+            tenant: Tenant | None = request.tenant
             if tenant is None:
                 raise Http404
             if not tenant.roles.intersection(roles):

@@ -28,11 +28,9 @@ from .models import MESSAGE_MAX_LENGTH, Conversation, Message, NotificationKind
 
 
 def rate_limit() -> tuple[int, int]:
-    """(messages, seconds): a user may send at most that many messages per window.
-
-    Settings ``CHAT_RATE_LIMIT_MESSAGES`` (default 10) and ``CHAT_RATE_LIMIT_SECONDS`` (30).
-    """
-    return getattr(settings, "CHAT_RATE_LIMIT_MESSAGES", 10), getattr(settings, "CHAT_RATE_LIMIT_SECONDS", 30)
+    """(messages, seconds): a user may send at most that many messages per window (settings
+    ``CHAT_RATE_LIMIT_MESSAGES`` and ``CHAT_RATE_LIMIT_SECONDS``)."""
+    return settings.CHAT_RATE_LIMIT_MESSAGES, settings.CHAT_RATE_LIMIT_SECONDS
 
 
 ACCESS_ENDED = "This conversation is closed: the doctor is no longer caring for this patient."

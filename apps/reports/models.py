@@ -172,12 +172,11 @@ class Report(models.Model):
     def __str__(self) -> str:
         return f"Report v{self.version} on study #{self.study_id} ({self.get_status_display()})"
 
-    #: The status as loaded from the database (set by from_db and save).
-    _loaded_status: str | None
+    #: The status as loaded from the database (set by from_db and save; None while unsaved).
+    _loaded_status: str | None = None
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        loaded = getattr(self, "_loaded_status", None)
-        if not self._state.adding and loaded in (ReportStatus.SIGNED, ReportStatus.AMENDED):
+        if not self._state.adding and self._loaded_status in (ReportStatus.SIGNED, ReportStatus.AMENDED):
             update_fields = kwargs.get("update_fields")
             if update_fields is None or not set(update_fields) <= MUTABLE_AFTER_SIGNING:
                 raise ReportLocked("A signed report cannot be changed. Amend it to create a new version.")

@@ -65,7 +65,7 @@ class IsClinician(BasePermission):
     message = "Only doctors and hospital administrators can use this part of the API."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        tenant = getattr(request, "tenant", None)
+        tenant = view.tenant  # resolved by TenantAPIMixin.initial, before the permissions
         return bool(tenant is not None and tenant.is_clinical)
 
 

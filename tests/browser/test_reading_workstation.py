@@ -29,6 +29,7 @@ from apps.studies.models import Study, StudyStatus
 from tests.factories import dicom_bytes, make_study
 
 from ..reports.helpers import make_diagnosis, write_report
+from .test_accessibility import VIEWPORTS, _axe
 from .test_clinical_flow import CHEST_XRAY, ROOT, _login, browser  # noqa: F401 - the browser fixture
 from .test_second_factor import web  # noqa: F401 - daphne alone on the test database
 
@@ -256,6 +257,16 @@ def test_a_study_entered_in_error_leaves_the_worklist_and_the_patients_view(read
     response = patient.goto(f"{reading['base']}/h/st-mary/my/reports/{reading['prior_report'].pk}/")
     assert response.status == 410  # withdrawn: the page says so and shows nothing of the report
     assert "Filed under the wrong patient" not in patient.content()
+    # The axe gate opens only pages that answer 200: check the withdrawn page, and the patient's
+    # notifications that say so, here at both widths.
+    violations = []
+    for path in (f"/h/st-mary/my/reports/{reading['prior_report'].pk}/", "/h/st-mary/notifications/"):
+        for width, viewport in VIEWPORTS.items():
+            patient.set_viewport_size(viewport)
+            patient.goto(reading["base"] + path)
+            violations += [f"{width} {path}: {v}" for v in _axe(patient)]
+    assert "A report of yours was withdrawn" in patient.content()
+    assert not violations, violations
 
 
 @pytest.mark.parametrize(("name", "width", "height"), [("desktop", 1366, 900), ("phone", 390, 844)])
