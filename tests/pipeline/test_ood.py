@@ -65,6 +65,22 @@ def test_selective_margin_reaches_the_target_on_validation():
     rows = risk_coverage(probs, ys, [0.0, m])
     assert rows[0]["accuracy"] < 0.95 <= rows[1]["accuracy"]
     assert 0.6 < rows[1]["coverage"] < 0.8
+    # A floor below the margin the accuracy target needs changes nothing.
+    assert selective_margin(probs, ys, 0.95, min_indeterminate=0.02) == m
+
+
+def test_selective_margin_holds_back_the_least_decisive_reads_even_when_all_are_accurate():
+    rng = np.random.default_rng(1)
+    n = 1000
+    ys = rng.integers(0, 4, n)
+    top = rng.uniform(0.4, 0.99, n)  # every read right, with margins spread from small to large
+    probs = np.zeros((n, 4))
+    probs[:, :] = ((1 - top) / 3)[:, None]
+    probs[np.arange(n), ys] = top
+    assert selective_margin(probs, ys, 0.98) == 0.0  # accurate everywhere: no margin needed
+    m = selective_margin(probs, ys, 0.98, min_indeterminate=0.02)
+    held_back = 1 - risk_coverage(probs, ys, [m])[0]["coverage"]
+    assert 0.015 <= held_back <= 0.025
 
 
 def test_refusal_codes_and_words():
