@@ -31,7 +31,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from _common import DATASETS, WEIGHTS, machine, write_section
+from _common import DATASETS, ROOT, WEIGHTS, machine, write_section
 from PIL import Image, ImageFilter, ImageOps
 
 
@@ -76,6 +76,8 @@ def validation_files(task: str, folder, cfg: dict) -> list[tuple[str, str]]:
         stored = first.size[0]
     xs, ys, names = load_folder(folder, labels, stored)
     wanted = {k: cfg[k] for k in ("val_fraction", "seed", "val_grouping") if k in cfg}
+    if cfg.get("validation_names"):  # a list kept in the repository (apps/diagnosis/data/)
+        wanted["validation_names"] = str(ROOT / cfg["validation_names"])
     mask, _ = carve_validation(task, xs, names, ys, wanted)
     return [(str(folder / labels[y] / n), labels[y]) for n, y, m in zip(names, ys, mask, strict=True) if m]
 

@@ -107,6 +107,32 @@ def test_listed_validation_names_fix_the_validation_set(chest_folder, tmp_path):
         train("chest", chest_folder, tmp_path / "w", validation_names=listed, **kwargs)
 
 
+def test_a_refit_records_its_own_validation_list_and_margin_rule(chest_folder, tmp_path):
+    """``from_artifact`` keeps the weights and fits the checks again: its card names the list it was
+    validated on (not the source's) and the margin rule it used."""
+    kwargs = dict(img_size=32, batch_size=4, pretrained=None, bf16=False, log=lambda *_: None)
+    first_list, second_list = tmp_path / "first.txt", tmp_path / "second.txt"
+    first_list.write_text("person00_x_0.png\nperson11_x_1.png\nperson22_x_2.png\n")
+    second_list.write_text("person00_x_0.png\nperson11_x_1.png\n")
+    source = train("chest", chest_folder, tmp_path / "w", epochs=1, validation_names=first_list, **kwargs)
+    refit = train(
+        "chest",
+        chest_folder,
+        tmp_path / "w",
+        from_artifact=source,
+        validation_names=second_list,
+        min_indeterminate=0.5,
+        **kwargs,
+    )
+    card = json.loads((refit / "card.json").read_text())
+    source_card = json.loads((source / "card.json").read_text())
+    assert card["weights_sha256"] == source_card["weights_sha256"]
+    assert card["training"]["validation_names"] == str(second_list)
+    assert card["training"]["min_indeterminate"] == 0.5 and card["validation_metrics"]["n"] == 2
+    no_list = train("chest", chest_folder, tmp_path / "w", from_artifact=source, **kwargs)
+    assert "validation_names" not in json.loads((no_list / "card.json").read_text())["training"]
+
+
 def test_batched_augment_varies_each_image_and_keeps_the_range():
     """The GPU twin of the torchvision augmentation (runs on any device): one random geometry and
     contrast per image, values stay in [0, 1], the image is not wiped out."""

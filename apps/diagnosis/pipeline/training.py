@@ -524,8 +524,10 @@ def train(task: str, data_dir: str | Path, out_dir: str | Path, **config: Any) -
             "selective_accuracy": cfg["selective_accuracy"],
             "min_indeterminate": cfg["min_indeterminate"],
         }
-        if not cfg.get("validation_names"):
-            training_info.pop("validation_names", None)  # the source's list: this refit carved its own
+        # The list this refit was validated on, if any (not the source's, which may live elsewhere).
+        training_info.pop("validation_names", None)
+        if cfg.get("validation_names"):
+            training_info["validation_names"] = cfg["validation_names"]
     else:
         model, class_weights, history = fit(task, xtr, ytr, xva, yva, cfg, log)
         training_info = {k: v for k, v in cfg.items() if k not in {"log", "pretrained"}}
