@@ -47,3 +47,21 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     REPORT.write_text(text)
+
+
+def stored_validation(task: str, folder: Path, cfg: dict) -> tuple:
+    """``train/`` of ``task`` at the size it is stored in, and the trainer's validation mask for
+    ``cfg`` (``val_fraction``, ``seed``, ``val_grouping`` or a ``validation_names`` list, taken
+    relative to the repository): (images, labels, file names, mask, stored size, how it was drawn)."""
+    from PIL import Image
+
+    from apps.diagnosis.pipeline.training import TASK_LABELS, carve_validation, load_folder
+
+    labels = TASK_LABELS[task]
+    with Image.open(next(p for p in sorted((folder / labels[0]).iterdir()))) as first:
+        stored = first.size[0]
+    xs, ys, names = load_folder(folder, labels, stored)
+    if cfg.get("validation_names"):
+        cfg = {**cfg, "validation_names": str(ROOT / cfg["validation_names"])}
+    mask, how = carve_validation(task, xs, names, ys, cfg)
+    return xs, ys, names, mask, stored, how

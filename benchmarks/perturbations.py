@@ -31,7 +31,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 
-from _common import DATASETS, ROOT, WEIGHTS, machine, write_section
+from _common import DATASETS, WEIGHTS, machine, stored_validation, write_section
 from PIL import Image, ImageFilter, ImageOps
 
 
@@ -69,16 +69,10 @@ def png(im: Image.Image) -> bytes:
 
 def validation_files(task: str, folder, cfg: dict) -> list[tuple[str, str]]:
     """(path, label) of the validation images the active version was chosen and calibrated on."""
-    from apps.diagnosis.pipeline.training import TASK_LABELS, carve_validation, load_folder
+    from apps.diagnosis.pipeline.training import TASK_LABELS
 
     labels = TASK_LABELS[task]
-    with Image.open(next(p for p in sorted((folder / labels[0]).iterdir()))) as first:
-        stored = first.size[0]
-    xs, ys, names = load_folder(folder, labels, stored)
-    wanted = {k: cfg[k] for k in ("val_fraction", "seed", "val_grouping") if k in cfg}
-    if cfg.get("validation_names"):  # a list kept in the repository (apps/diagnosis/data/)
-        wanted["validation_names"] = str(ROOT / cfg["validation_names"])
-    mask, _ = carve_validation(task, xs, names, ys, wanted)
+    _, ys, names, mask, _, _ = stored_validation(task, folder, cfg)
     return [(str(folder / labels[y] / n), labels[y]) for n, y, m in zip(names, ys, mask, strict=True) if m]
 
 

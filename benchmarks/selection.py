@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from _common import DATASETS, WEIGHTS, machine, write_section
+from _common import DATASETS, WEIGHTS, machine, stored_validation, write_section
 
 
 def main() -> int:
@@ -29,14 +29,12 @@ def main() -> int:
 
     import numpy as np
     import torch
-    from PIL import Image
 
     from apps.diagnosis.pipeline import load_artifact
     from apps.diagnosis.pipeline.metrics import classification_metrics
     from apps.diagnosis.pipeline.preprocess import apply as preprocess
     from apps.diagnosis.pipeline.training import (
         TASK_LABELS,
-        carve_validation,
         load_folder,
         names_digest,
         predict_logits,
@@ -51,10 +49,9 @@ def main() -> int:
     folders = sorted(p for p in (WEIGHTS / args.task).iterdir() if (p / "card.json").is_file())
     folders += [Path(p) for p in args.extra]
     labels = TASK_LABELS[args.task]
-    with Image.open(next(p for p in sorted((data / labels[0]).iterdir()))) as first:
-        stored = first.size[0]
-    xs, ys, names = load_folder(data, labels, stored)
-    mask, how = carve_validation(args.task, xs, names, ys, {"val_fraction": args.val_fraction, "seed": args.seed})
+    xs, ys, names, mask, stored, how = stored_validation(
+        args.task, data, {"val_fraction": args.val_fraction, "seed": args.seed}
+    )
     digest = names_digest([n for n, m in zip(names, mask, strict=True) if m])
     rows = []
     cache: dict[int, np.ndarray] = {stored: xs[mask]}
